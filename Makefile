@@ -1,0 +1,64 @@
+# Two commands on a bare machine with Python 3.11+: `make demo` and `make test`.
+# Everything else (virtualenv, packages, local PostgreSQL/Redis/SeaweedFS) is set up on the way.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+MANAGE := $(BIN)/python manage.py
+PYTEST_ARGS ?=
+
+.PHONY: install services services-stop services-status migrate demo test lint typecheck pytest lock bench clean
+
+$(INSTALLED): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[local,dev]'
+	touch $@
+
+install: $(INSTALLED)
+
+services: install
+	$(BIN)/python -m infra.local start
+
+services-stop:
+	$(BIN)/python -m infra.local stop
+
+services-status:
+	$(BIN)/python -m infra.local status
+
+migrate: services
+	$(MANAGE) migrate --noinput
+	$(MANAGE) storage_init
+
+demo: migrate
+	$(MANAGE) collectstatic --noinput --verbosity 0
+	$(MANAGE) seed_demo
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho --procfile infra/Procfile.demo --app-root . start
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy config release licensing infra bench tests
+
+pytest: services
+	$(MANAGE) storage_init
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+# Re-pin every dependency after changing pyproject.toml: the pins are what CI and new users get.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet '.[local,dev]'
+	.lock-venv/bin/python -m pip freeze --exclude weightgate > constraints.txt
+	rm -rf .lock-venv build
+
+bench: migrate
+	$(BIN)/python bench/catalog_api.py
+
+clean: services-stop
+	rm -rf $(VENV) .local

@@ -1,0 +1,15 @@
+"""gunicorn settings; every value can be overridden with GUNICORN_CMD_ARGS."""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("WEB_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
+worker_class = "sync"
+timeout = 60
+graceful_timeout = 30
+# Hub clients keep connections open between HEAD and GET requests.
+keepalive = 5
+accesslog = "-"
+# Never log headers: clients send their token in Authorization.
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'

@@ -1,0 +1,22 @@
+from django.contrib import admin
+from django.http import HttpRequest
+
+from licensing.models import AuditEvent
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
+    """Append-only: no one adds, edits or deletes events here (`verify_audit` would notice)."""
+
+    list_display = ["id", "created_at", "actor", "action", "subject_type", "subject_id"]
+    list_filter = ["action", "subject_type"]
+    search_fields = ["actor", "subject_id", "action"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False

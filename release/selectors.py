@@ -1,0 +1,102 @@
+"""Reads of the catalog that depend on who is asking. Every visibility decision starts from
+`artifact_phases_visible_to`, the one answer to "which phases may this user see?"."""
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
+
+from release.models import HEARTBEAT_NAME, Artifact, File, Heartbeat, Model, Phase, Version
+
+Viewer = AbstractBaseUser | AnonymousUser
+
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+PUBLIC_PHASES = frozenset({Phase.GATED, Phase.OPEN})
+
+
+def viewer_is_staff(user: Viewer) -> bool:
+    return bool(user.is_authenticated and user.is_active and getattr(user, "is_staff", False))
+
+
+def artifact_phases_visible_to(*, user: Viewer) -> frozenset[str] | None:
+    """The phases whose artifacts `user` may see listed; None means every phase (staff).
+
+    Proprietary and withdrawn artifacts are invisible to everyone but staff. (Gated artifacts are
+    listed to everyone; downloading them is a separate question.)
+    """
+    if viewer_is_staff(user):
+        return None
+    return PUBLIC_PHASES
+
+
+def artifacts_visible_to(*, user: Viewer) -> QuerySet[Artifact]:
+    phases = artifact_phases_visible_to(user=user)
+    artifacts = Artifact.objects.all()
+    if phases is None:
+        return artifacts
+    # An unsealed version is work in progress: nothing of it is public even if a phase says so.
+    return artifacts.filter(phase__in=phases, version__sealed_at__isnull=False)
+
+
+def versions_visible_to(*, user: Viewer, model: Model | None = None) -> QuerySet[Version]:
+    """Versions with at least one visible artifact, each with only its visible artifacts."""
+    artifacts = artifacts_visible_to(user=user)
+    versions = Version.objects.filter(pk__in=artifacts.values("version_id"))
+    if model is not None:
+        versions = versions.filter(model=model)
+    return versions.select_related("model").prefetch_related(
+        Prefetch("artifacts", queryset=artifacts.order_by("name"), to_attr="visible_artifacts")
+    )
+
+
+def models_visible_to(*, user: Viewer) -> QuerySet[Model]:
+    """Models with at least one visible artifact, each with its visible versions prefetched as
+    `visible_versions`; a wholly proprietary model does not exist to outsiders (404, like a
+    private Hub repo)."""
+    artifacts = artifacts_visible_to(user=user)
+    return Model.objects.filter(pk__in=artifacts.values("version__model_id")).prefetch_related(
+        Prefetch(
+            "versions",
+            queryset=versions_visible_to(user=user).order_by("-created_at"),
+            to_attr="visible_versions",
+        )
+    )
+
+
+def model_get_visible(*, user: Viewer, org: str, name: str) -> Model | None:
+    return models_visible_to(user=user).filter(org=org, name=name).first()
+
+
+def version_get_visible(*, user: Viewer, model: Model, revision: str) -> Version | None:
+    """A visible version by its name or by its 40-hex commit id."""
+    versions = versions_visible_to(user=user, model=model)
+    if COMMIT_RE.fullmatch(revision):
+        return versions.filter(commit=revision).first()
+    return versions.filter(name=revision).first()
+
+
+def files_visible_to(*, user: Viewer, version: Version) -> QuerySet[File]:
+    return File.objects.filter(
+        version=version, artifact__in=artifacts_visible_to(user=user)
+    ).select_related("artifact")
+
+
+@dataclass(frozen=True)
+class HeartbeatStatus:
+    last_seen: datetime | None
+    worker: str
+    healthy: bool
+
+
+def heartbeat_status() -> HeartbeatStatus:
+    """Whether background work runs: healthy while the last heartbeat is under two intervals old."""
+    beat = Heartbeat.objects.filter(name=HEARTBEAT_NAME).first()
+    if beat is None:
+        return HeartbeatStatus(last_seen=None, worker="", healthy=False)
+    fresh = timezone.now() - beat.last_seen < 2 * settings.HEARTBEAT_INTERVAL
+    return HeartbeatStatus(last_seen=beat.last_seen, worker=beat.worker, healthy=fresh)
