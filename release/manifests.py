@@ -45,7 +45,9 @@ def file_path_validate(path: str) -> str:
     return path
 
 
-def manifest_build(*, repo_id: str, version: str, entries: Iterable[ManifestEntry]) -> dict[str, Any]:
+def manifest_build(
+    *, repo_id: str, version: str, entries: Iterable[ManifestEntry]
+) -> dict[str, Any]:
     files = sorted(entries, key=lambda entry: entry.path)
     return {
         "format": MANIFEST_FORMAT,

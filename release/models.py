@@ -49,7 +49,8 @@ class Version(models.Model):
 
     model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="versions")
     name = models.CharField(max_length=96, validators=[name_validator])
-    commit = models.CharField(max_length=40, null=True, blank=True, editable=False)
+    # NULL, not "", until sealed: unsealed versions must not collide in the unique commit index.
+    commit = models.CharField(max_length=40, null=True, blank=True, editable=False)  # noqa: DJ001
     manifest = models.JSONField(null=True, blank=True, editable=False)
     sealed_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -61,8 +62,11 @@ class Version(models.Model):
             models.CheckConstraint(
                 condition=(
                     Q(sealed_at__isnull=True, commit__isnull=True, manifest__isnull=True)
-                    | Q(sealed_at__isnull=False, commit__regex=r"^[0-9a-f]{40}$",
-                        manifest__isnull=False)
+                    | Q(
+                        sealed_at__isnull=False,
+                        commit__regex=r"^[0-9a-f]{40}$",
+                        manifest__isnull=False,
+                    )
                 ),
                 name="version_sealed_has_commit_and_manifest",
             ),
@@ -113,7 +117,9 @@ class File(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["version", "path"], name="file_unique_path"),
-            models.CheckConstraint(condition=Q(sha256__regex=SHA256_PATTERN), name="file_sha256_hex"),
+            models.CheckConstraint(
+                condition=Q(sha256__regex=SHA256_PATTERN), name="file_sha256_hex"
+            ),
         ]
         ordering = ["version", "path"]
 

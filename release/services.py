@@ -54,8 +54,13 @@ def model_create(*, actor: Actor, org: str, name: str, title: str = "", card: st
     try:
         with transaction.atomic():
             model = Model.objects.create(org=org, name=name, title=title, card=card)
-            audit_record(actor=actor, action="model.created", subject_type="model",
-                         subject_id=model.pk, data={"repo_id": model.repo_id})
+            audit_record(
+                actor=actor,
+                action="model.created",
+                subject_type="model",
+                subject_id=model.pk,
+                data={"repo_id": model.repo_id},
+            )
     except IntegrityError as error:
         raise NotAllowed(f"model {org}/{name} already exists", code="already_exists") from error
     return model
@@ -70,11 +75,17 @@ def version_create(*, actor: Actor, model: Model, name: str) -> Version:
     try:
         with transaction.atomic():
             version = Version.objects.create(model=model, name=name)
-            audit_record(actor=actor, action="version.created", subject_type="version",
-                         subject_id=version.pk, data={"model": model.repo_id, "version": name})
+            audit_record(
+                actor=actor,
+                action="version.created",
+                subject_type="version",
+                subject_id=version.pk,
+                data={"model": model.repo_id, "version": name},
+            )
     except IntegrityError as error:
-        raise NotAllowed(f"{model.repo_id} already has a version {name!r}",
-                         code="already_exists") from error
+        raise NotAllowed(
+            f"{model.repo_id} already has a version {name!r}", code="already_exists"
+        ) from error
     return version
 
 
@@ -91,31 +102,44 @@ def artifact_create(*, actor: Actor, version: Version, name: str) -> Artifact:
     with transaction.atomic():
         locked = _lock_unsealed(version.pk)
         if locked.artifacts.filter(name=name).exists():
-            raise NotAllowed(f"version {locked} already has an artifact {name!r}",
-                             code="already_exists")
+            raise NotAllowed(
+                f"version {locked} already has an artifact {name!r}", code="already_exists"
+            )
         artifact = Artifact.objects.create(version=locked, name=name)
-        audit_record(actor=actor, action="artifact.created", subject_type="artifact",
-                     subject_id=artifact.pk, data={"version": str(locked), "artifact": name})
+        audit_record(
+            actor=actor,
+            action="artifact.created",
+            subject_type="artifact",
+            subject_id=artifact.pk,
+            data={"version": str(locked), "artifact": name},
+        )
     return artifact
 
 
-def file_add(
-    *, artifact: Artifact, path: str, size: int, sha256: str, storage_key: str
-) -> File:
+def file_add(*, artifact: Artifact, path: str, size: int, sha256: str, storage_key: str) -> File:
     """Record a file of an unsealed version. Not audited one by one: sealing records the
     manifest, which names every file with its digest."""
     file_path_validate(path)
     if size < 0:
         raise DomainError(f"file {path!r}: size must not be negative", code="invalid_size")
     if not re.fullmatch(SHA256_PATTERN, sha256):
-        raise DomainError(f"file {path!r}: sha256 must be 64 lowercase hex digits",
-                          code="invalid_digest")
+        raise DomainError(
+            f"file {path!r}: sha256 must be 64 lowercase hex digits", code="invalid_digest"
+        )
     with transaction.atomic():
         version = _lock_unsealed(artifact.version_id)
         if version.files.filter(path=path).exists():
-            raise NotAllowed(f"version {version} already has a file {path!r}", code="duplicate_path")
-        return File.objects.create(version=version, artifact=artifact, path=path, size=size,
-                                   sha256=sha256, storage_key=storage_key)
+            raise NotAllowed(
+                f"version {version} already has a file {path!r}", code="duplicate_path"
+            )
+        return File.objects.create(
+            version=version,
+            artifact=artifact,
+            path=path,
+            size=size,
+            sha256=sha256,
+            storage_key=storage_key,
+        )
 
 
 def version_seal(*, actor: Actor, version: Version) -> Version:
@@ -127,8 +151,10 @@ def version_seal(*, actor: Actor, version: Version) -> Version:
             raise NotAllowed(f"version {locked} has no artifacts to seal", code="empty_version")
         empty = [artifact.name for artifact in artifacts if not artifact.files.all()]
         if empty:
-            raise NotAllowed(f"artifacts without files cannot be sealed: {', '.join(empty)}",
-                             code="empty_artifact")
+            raise NotAllowed(
+                f"artifacts without files cannot be sealed: {', '.join(empty)}",
+                code="empty_artifact",
+            )
         manifest = manifest_build(
             repo_id=locked.model.repo_id,
             version=locked.name,
@@ -142,10 +168,13 @@ def version_seal(*, actor: Actor, version: Version) -> Version:
         locked.commit = manifest_commit_id(manifest)
         locked.sealed_at = timezone.now()
         locked.save(update_fields=["manifest", "commit", "sealed_at"])
-        audit_record(actor=actor, action="version.sealed", subject_type="version",
-                     subject_id=locked.pk,
-                     data={"version": str(locked), "commit": locked.commit,
-                           "files": len(manifest["files"])})
+        audit_record(
+            actor=actor,
+            action="version.sealed",
+            subject_type="version",
+            subject_id=locked.pk,
+            data={"version": str(locked), "commit": locked.commit, "files": len(manifest["files"])},
+        )
     return locked
 
 
@@ -155,20 +184,26 @@ def artifact_set_phase(
     """Move an artifact to another phase: forward only (proprietary, gated, open), or withdrawn
     from any phase with a reason. Only sealed versions leave the proprietary phase."""
     if phase not in Phase.values:
-        raise DomainError(f"unknown phase {phase!r}; one of {', '.join(Phase.values)}",
-                          code="invalid_phase")
+        raise DomainError(
+            f"unknown phase {phase!r}; one of {', '.join(Phase.values)}", code="invalid_phase"
+        )
     reason = reason.strip()
     if phase == Phase.WITHDRAWN and not reason:
         raise DomainError("a withdrawal needs a reason", code="reason_required")
     with transaction.atomic():
-        locked = Artifact.objects.select_for_update().select_related("version__model").get(
-            pk=artifact.pk
+        locked = (
+            Artifact.objects.select_for_update()
+            .select_related("version__model")
+            .get(pk=artifact.pk)
         )
         if phase not in PHASE_TRANSITIONS[locked.phase]:
             raise NotAllowed(
                 f"{locked} cannot move from {locked.phase} to {phase}"
-                + (" (phases only move forward)" if locked.phase != Phase.WITHDRAWN
-                   else " (a withdrawn artifact stays withdrawn)"),
+                + (
+                    " (phases only move forward)"
+                    if locked.phase != Phase.WITHDRAWN
+                    else " (a withdrawn artifact stays withdrawn)"
+                ),
                 code="phase_transition_refused",
             )
         if phase != Phase.WITHDRAWN and not locked.version.is_sealed:
@@ -177,10 +212,13 @@ def artifact_set_phase(
         locked.phase = phase
         locked.phase_changed_at = timezone.now()
         locked.save(update_fields=["phase", "phase_changed_at"])
-        audit_record(actor=actor, action="artifact.phase_changed", subject_type="artifact",
-                     subject_id=locked.pk,
-                     data={"artifact": str(locked), "from": previous, "to": phase,
-                           "reason": reason})
+        audit_record(
+            actor=actor,
+            action="artifact.phase_changed",
+            subject_type="artifact",
+            subject_id=locked.pk,
+            data={"artifact": str(locked), "from": previous, "to": phase, "reason": reason},
+        )
     return locked
 
 

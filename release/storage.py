@@ -3,7 +3,7 @@ are thread-safe and costly to build."""
 
 import json
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 import boto3
 from botocore.config import Config
@@ -12,6 +12,9 @@ from django.conf import settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+
+AddressingStyle = Literal["path", "virtual", "auto"]
 
 
 @cache
@@ -24,23 +27,27 @@ def s3_client() -> "S3Client":
         aws_secret_access_key=settings.S3_SECRET_ACCESS_KEY,
         config=Config(
             signature_version="s3v4",
-            s3={"addressing_style": settings.S3_ADDRESSING_STYLE},
+            s3={"addressing_style": cast(AddressingStyle, settings.S3_ADDRESSING_STYLE)},
             retries={"max_attempts": 5, "mode": "standard"},
         ),
     )
 
 
 def public_read_policy(bucket: str) -> str:
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "PublicReadForOpenArtifacts",
-            "Effect": "Allow",
-            "Principal": "*",
-            "Action": ["s3:GetObject"],
-            "Resource": [f"arn:aws:s3:::{bucket}/*"],
-        }],
-    })
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "PublicReadForOpenArtifacts",
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": ["s3:GetObject"],
+                    "Resource": [f"arn:aws:s3:::{bucket}/*"],
+                }
+            ],
+        }
+    )
 
 
 def buckets_ensure() -> list[str]:
@@ -56,6 +63,7 @@ def buckets_ensure() -> list[str]:
                 raise
             client.create_bucket(Bucket=bucket)
             created.append(bucket)
-    client.put_bucket_policy(Bucket=settings.S3_BUCKET_PUBLIC,
-                             Policy=public_read_policy(settings.S3_BUCKET_PUBLIC))
+    client.put_bucket_policy(
+        Bucket=settings.S3_BUCKET_PUBLIC, Policy=public_read_policy(settings.S3_BUCKET_PUBLIC)
+    )
     return created

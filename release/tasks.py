@@ -7,7 +7,7 @@ from celery import shared_task
 from release import services
 
 
-@shared_task(bind=True, ignore_result=True, time_limit=30)
+@shared_task(bind=True, ignore_result=True, soft_time_limit=20, time_limit=30)
 def heartbeat(self: Any) -> None:
     """Queued by beat every HEARTBEAT_INTERVAL; running it proves beat, broker, worker and
     database all work. The admin flags a heartbeat older than twice the interval."""

@@ -26,8 +26,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--username", default="admin")
-        parser.add_argument("--password-file", default=str(settings.BASE_DIR / ".local" /
-                                                           "demo-admin-password"))
+        parser.add_argument(
+            "--password-file", default=str(settings.BASE_DIR / ".local" / "demo-admin-password")
+        )
 
     def handle(self, *args: Any, username: str, password_file: str, **options: Any) -> None:
         password = self._admin(username, Path(password_file))
@@ -35,12 +36,14 @@ class Command(BaseCommand):
             self.stdout.write(f"demo model {REPO_ORG}/{REPO_NAME} already seeded")
         else:
             self._model()
-        self.stdout.write(self.style.SUCCESS(
-            "\nWeightgate demo\n"
-            f"  site:  {settings.SITE_URL}/admin/   (login: {username} / {password})\n"
-            f"  API:   {settings.SITE_URL}/api/v1/models/\n"
-            f"  docs:  {settings.SITE_URL}/api/docs/\n"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                "\nWeightgate demo\n"
+                f"  site:  {settings.SITE_URL}/admin/   (login: {username} / {password})\n"
+                f"  API:   {settings.SITE_URL}/api/v1/models/\n"
+                f"  docs:  {settings.SITE_URL}/api/docs/\n"
+            )
+        )
 
     def _admin(self, username: str, password_file: Path) -> str:
         """The demo admin's password is made once and kept, 0600, next to the local services."""
@@ -52,8 +55,9 @@ class Command(BaseCommand):
             password_file.touch(mode=0o600)
             password_file.write_text(password)
         user_model = get_user_model()
-        user, _ = user_model.objects.get_or_create(username=username,
-                                                   defaults={"email": f"{username}@example.com"})
+        user, _ = user_model.objects.get_or_create(
+            username=username, defaults={"email": f"{username}@example.com"}
+        )
         user.is_staff = user.is_superuser = True
         user.set_password(password)
         user.save()
@@ -61,17 +65,25 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def _model(self) -> None:
-        model = services.model_create(actor=None, org=REPO_ORG, name=REPO_NAME,
-                                      title="Tiny Llama (demo)", card=CARD)
+        model = services.model_create(
+            actor=None, org=REPO_ORG, name=REPO_NAME, title="Tiny Llama (demo)", card=CARD
+        )
         version = services.version_create(actor=None, model=model, name=VERSION)
         client = s3_client()
-        for artifact_name, files in (("base", sample_model_files()),
-                                     ("tokenizer", sample_tokenizer_files())):
+        for artifact_name, files in (
+            ("base", sample_model_files()),
+            ("tokenizer", sample_tokenizer_files()),
+        ):
             artifact = services.artifact_create(actor=None, version=version, name=artifact_name)
             for path, body in files.items():
                 key = f"demo/{REPO_ORG}/{REPO_NAME}/{VERSION}/{path}"
                 client.put_object(Bucket=settings.S3_BUCKET_STAGING, Key=key, Body=body)
-                services.file_add(artifact=artifact, path=path, size=len(body),
-                                  sha256=hashlib.sha256(body).hexdigest(), storage_key=key)
+                services.file_add(
+                    artifact=artifact,
+                    path=path,
+                    size=len(body),
+                    sha256=hashlib.sha256(body).hexdigest(),
+                    storage_key=key,
+                )
         sealed = services.version_seal(actor=None, version=version)
         self.stdout.write(f"seeded {sealed} (commit {sealed.commit}), every artifact proprietary")

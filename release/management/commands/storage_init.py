@@ -7,7 +7,9 @@ from release.storage import buckets_ensure
 
 
 class Command(BaseCommand):
-    help = "Create the staging, gated and public buckets (idempotent); only public is anonymous-read."
+    help = (
+        "Create the staging, gated and public buckets (idempotent); only public is anonymous-read."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         created = buckets_ensure()

@@ -1,0 +1,494 @@
+"""Requests per second of the catalog API next to a bare Django view, on a real server.
+
+Run from the project root (`make bench`, or `.venv/bin/python bench/catalog_api.py --help`). It
+creates a throwaway database next to DATABASE_URL's (the demo data is never touched), migrates
+it, seeds a catalog through the release services, serves it with gunicorn as configured in
+infra/gunicorn.conf.py, and loads it over loopback from a second process. Each endpoint's rate is
+printed as a ratio of /healthz's, a bare Django view on the same server: that ratio is what the
+endpoint costs beyond Django and gunicorn themselves, and it moves far less between machines (and
+between runs on a noisy one) than the raw rate.
+
+Figures only: nothing here asserts on timings. The exit status is non-zero only when the server
+failed (it died, or a request got no answer or an answer other than 200).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import http.client
+import json
+import math
+import multiprocessing
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypedDict
+from urllib.parse import quote, urlsplit, urlunsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+if str(PROJECT_ROOT) not in sys.path:
+    # Run as a script only bench/ is on the path; the project's packages are needed too.
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+HOST = "127.0.0.1"
+BASELINE_PATH = "/healthz"
+LIST_PATH = "/api/v1/models/"
+
+# The seeded catalog: a staged release half way through. In every version the first artifact is
+# released (the older version open, the newer gated) and the second stays proprietary, so the
+# visibility filtering has something to filter out.
+ORGS = 5
+VERSION_PHASES = (("v1.0", "open"), ("v2.0", "gated"))
+ARTIFACT_NAMES = ("base", "instruct")
+FILES_PER_VERSION = 10
+CARD = "# Bench model\n\n" + "A model card long enough to look like one. " * 20 + "\n"
+
+
+def repo_id(index: int) -> tuple[str, str]:
+    return f"org-{index % ORGS}", f"model-{index:03d}"
+
+
+def detail_path(models: int) -> str:
+    org, name = repo_id(models // 2)
+    return f"/api/v1/models/{org}/{name}/"
+
+
+# --- Seeding: runs in a subprocess whose DATABASE_URL names the bench database. ---------------
+
+
+def catalog_seed(*, models: int) -> None:
+    """Fill the empty bench database through the release services. Files are rows only:
+    nothing is uploaded, the digests are of made-up strings."""
+    from django.db import transaction
+
+    from release import services
+
+    with transaction.atomic():
+        for index in range(models):
+            org, name = repo_id(index)
+            model = services.model_create(actor=None, org=org, name=name,
+                                          title=f"Bench model {index}", card=CARD)
+            for version_name, phase in VERSION_PHASES:
+                version = services.version_create(actor=None, model=model, name=version_name)
+                released, proprietary = [
+                    services.artifact_create(actor=None, version=version, name=artifact_name)
+                    for artifact_name in ARTIFACT_NAMES
+                ]
+                for number in range(FILES_PER_VERSION):
+                    artifact = released if number % 2 == 0 else proprietary
+                    path = f"{artifact.name}/model-{number:05d}.safetensors"
+                    key = f"bench/{org}/{name}/{version_name}/{path}"
+                    services.file_add(artifact=artifact, path=path, size=1_000_000 + number,
+                                      sha256=hashlib.sha256(key.encode()).hexdigest(),
+                                      storage_key=key)
+                services.version_seal(actor=None, version=version)
+                services.artifact_set_phase(actor=None, artifact=released, phase=phase)
+
+
+def queries_per_request(*, paths: Sequence[str]) -> dict[str, int]:
+    """SQL queries of one anonymous request to each path, through the whole middleware stack."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_HOST=HOST)
+    counts = {}
+    for path in paths:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(path, headers={"accept": "application/json"})
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {path} answered {response.status_code} in the seed process")
+        counts[path] = len(queries)
+    return counts
+
+
+def seed_main(models: int, paths: list[str]) -> None:
+    """Entry point of the seeding subprocess: seeds, then prints the query counts as JSON."""
+    import django
+
+    django.setup()
+    catalog_seed(models=models)
+    print(json.dumps(queries_per_request(paths=paths)))
+
+
+# --- Load generator: runs in a separate process. ---------------------------------------------
+
+
+class LoadResult(TypedDict):
+    seconds: float
+    requests: int
+    errors: int
+    error_samples: list[str]
+    connects: int
+    body_bytes: int
+    latencies: list[float]
+    cpu_seconds: float
+
+
+@dataclass
+class _Tally:
+    recording: bool = False
+    requests: int = 0
+    errors: int = 0
+    connects: int = 0
+    body_bytes: int = 0
+    latencies: list[float] = field(default_factory=list)
+    error_samples: list[str] = field(default_factory=list)
+
+    def error(self, what: str) -> None:
+        # Counted during the warm-up too: a failing server must not hide there.
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(what)
+
+
+_Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+def _close(stream: _Stream | None) -> None:
+    if stream is not None:
+        stream[1].close()
+
+
+async def _response_read(reader: asyncio.StreamReader) -> tuple[int, int, bool]:
+    """Status, body length and whether the connection stays open, of one HTTP/1.1 response."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
+    status = int(status_line.split(" ", 2)[1])
+    headers = {}
+    for line in header_lines:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip().lower()
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+        return status, len(body), headers.get("connection") != "close"
+    if "chunked" in headers.get("transfer-encoding", ""):
+        raise ValueError("chunked responses are not supported")
+    return status, len(await reader.read()), False
+
+
+async def _drive(port: int, request: bytes, tally: _Tally) -> None:
+    """One client connection: request after request, reconnecting whenever the server closes."""
+    stream: _Stream | None = None
+    try:
+        while True:
+            started = time.perf_counter()
+            connected = stream is None
+            try:
+                if stream is None:
+                    stream = await asyncio.open_connection(HOST, port)
+                reader, writer = stream
+                writer.write(request)
+                status, length, keep_alive = await _response_read(reader)
+            except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError) as error:
+                _close(stream)
+                stream = None
+                if not connected and isinstance(error, asyncio.IncompleteReadError | OSError):
+                    continue  # A kept-alive connection the server had just closed: not an error.
+                tally.error(f"{type(error).__name__}: {error}")
+                await asyncio.sleep(0.05)
+                continue
+            if tally.recording:
+                tally.requests += 1
+                tally.connects += connected
+                tally.body_bytes += length
+                tally.latencies.append(time.perf_counter() - started)
+            if status != 200:
+                tally.error(f"HTTP {status}")
+            if not keep_alive:
+                _close(stream)
+                stream = None
+    finally:
+        _close(stream)
+
+
+async def _load(port: int, path: str, connections: int, warmup: float,
+                duration: float) -> LoadResult:
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAccept: application/json\r\n"
+        "User-Agent: weightgate-bench\r\n\r\n"
+    ).encode()
+    tally = _Tally()
+    tasks = [asyncio.create_task(_drive(port, request, tally)) for _ in range(connections)]
+    # One continuous load: the warm-up runs into the measurement with no gap in between.
+    await asyncio.sleep(warmup)
+    tally.recording = True
+    started, cpu_started = time.perf_counter(), time.process_time()
+    await asyncio.sleep(duration)
+    tally.recording = False
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    for task in tasks:
+        task.cancel()
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            tally.error(f"client crashed: {type(outcome).__name__}: {outcome}")
+    return LoadResult(
+        seconds=seconds, requests=tally.requests, errors=tally.errors,
+        error_samples=tally.error_samples, connects=tally.connects, body_bytes=tally.body_bytes,
+        latencies=tally.latencies, cpu_seconds=cpu_seconds,
+    )
+
+
+def load_run(port: int, path: str, connections: int, warmup: float, duration: float) -> LoadResult:
+    """`connections` concurrent HTTP/1.1 clients of GET `path`: `warmup` seconds unrecorded, then
+    `duration` seconds recorded."""
+    return asyncio.run(_load(port, path, connections, warmup, duration))
+
+
+# --- The bench database and the server. -------------------------------------------------------
+
+
+class ServerFailed(Exception):
+    pass
+
+
+def _url_with_database(url: str, name: str, *, scheme: str | None = None) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(scheme=scheme or parts.scheme, path="/" + quote(name)))
+
+
+@contextmanager
+def bench_database(database_url: str, name: str) -> Iterator[str]:
+    """A new, empty database `name` on DATABASE_URL's server, dropped on the way out; yields its
+    URL."""
+    import psycopg
+    from psycopg import sql
+
+    if urlsplit(database_url).path.lstrip("/") == name:
+        raise SystemExit(f"--database {name} is DATABASE_URL's own database; pick another name")
+    # libpq spells the scheme postgresql; dj-database-url also accepts aliases (postgis, pgsql).
+    admin_url = _url_with_database(database_url, "postgres", scheme="postgresql")
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(drop)
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _url_with_database(database_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute(drop)
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Accept": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def failed(self, why: str) -> ServerFailed:
+        tail = self.log.read_text(errors="replace").splitlines()[-20:]
+        return ServerFailed("\n    ".join([why, "gunicorn log, last lines:", *tail]))
+
+
+@contextmanager
+def gunicorn_running(env: dict[str, str], workers: int, log: Path) -> Iterator[Server]:
+    """gunicorn with the project's config on a free loopback port, until /healthz answers."""
+    port = free_port()
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "--config", "infra/gunicorn.conf.py",
+             "--access-logfile", "/dev/null"],
+            cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+            env={**env, "WEB_BIND": f"{HOST}:{port}", "WEB_CONCURRENCY": str(workers)},
+        )
+    server = Server(process=process, port=port, log=log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if not server.alive():
+                raise server.failed(f"gunicorn exited with status {process.returncode}")
+            try:
+                if http_get(port, BASELINE_PATH)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise server.failed(f"{BASELINE_PATH} did not answer 200 within 30 s")
+            time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=40)  # gunicorn's graceful_timeout is 30 s
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- Measuring and reporting. -----------------------------------------------------------------
+
+
+@dataclass
+class Endpoint:
+    label: str
+    path: str
+    queries: int = 0
+    body_bytes: int = 0
+    rounds: list[LoadResult] = field(default_factory=list)
+
+    def rate(self, result: LoadResult | None = None) -> float:
+        results = [result] if result else self.rounds
+        return sum(r["requests"] for r in results) / sum(r["seconds"] for r in results)
+
+    def latency_ms(self, fraction: float) -> float:
+        latencies = sorted(latency for r in self.rounds for latency in r["latencies"])
+        if not latencies:
+            return math.nan
+        return 1000 * latencies[max(0, math.ceil(fraction * len(latencies)) - 1)]
+
+    def total(self, key: str) -> float:
+        return sum(float(r[key]) for r in self.rounds)  # type: ignore[literal-required]
+
+
+def measure(endpoints: list[Endpoint], *, server: Server, connections: int, warmup: float,
+            duration: float, rounds: int) -> None:
+    """Every endpoint once per round, in reverse order every other round, so that a machine
+    getting slower or faster during the run weighs on every endpoint alike."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as load_process:
+        for round_index in range(rounds):
+            order = endpoints if round_index % 2 == 0 else endpoints[::-1]
+            for endpoint in order:
+                result = load_process.submit(load_run, server.port, endpoint.path, connections,
+                                             warmup, duration).result()
+                endpoint.rounds.append(result)
+                print(f"  round {round_index + 1}/{rounds}  {endpoint.path:<36} "
+                      f"{endpoint.rate(result):8.1f} req/s  errors {result['errors']}",
+                      flush=True)
+                if not server.alive():
+                    raise server.failed(f"gunicorn died while loading {endpoint.path}")
+
+
+def report(endpoints: list[Endpoint], args: argparse.Namespace) -> None:
+    baseline = endpoints[0]
+    print()
+    print("Weightgate catalog API: requests per second next to a bare Django view")
+    print(f"  server   gunicorn config.wsgi (infra/gunicorn.conf.py), {args.workers} sync "
+          "workers, DEBUG=0, access log to /dev/null, loopback")
+    print(f"  load     {args.connections} concurrent HTTP/1.1 connections from one separate "
+          "process (asyncio)")
+    print(f"  timing   {args.warmup:g} s warm-up + {args.duration:g} s per measurement, "
+          f"{args.rounds} rounds (order reversed every other round)")
+    print(f"  catalog  {args.models} models x {len(VERSION_PHASES)} versions x "
+          f"{len(ARTIFACT_NAMES)} artifacts (1 released, 1 proprietary), "
+          f"{FILES_PER_VERSION} files per version")
+    print("  queries  " + ", ".join(f"{e.label} {e.queries}" for e in endpoints)
+          + " SQL queries per anonymous request")
+    print(f"  machine  {os.cpu_count()} CPUs, {platform.platform(terse=True)}, "
+          f"Python {platform.python_version()}")
+    print()
+    header = (f"{'endpoint':<38}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+              f"{'bytes':>8}{'client cpu':>12}{'vs bare view':>14}  by round")
+    print(header)
+    print("-" * len(header))
+    for endpoint in endpoints:
+        by_round = " ".join(
+            f"{endpoint.rate(r) / baseline.rate(b):.2f}"
+            for r, b in zip(endpoint.rounds, baseline.rounds, strict=True)
+        )
+        cpu = endpoint.total("cpu_seconds") / endpoint.total("seconds")
+        print(f"{endpoint.path:<38}{endpoint.rate():>9.1f}{endpoint.latency_ms(0.50):>9.1f}"
+              f"{endpoint.latency_ms(0.99):>9.1f}{int(endpoint.total('errors')):>8}"
+              f"{endpoint.body_bytes:>8}{cpu:>11.0%} {endpoint.rate() / baseline.rate():>14.2f}"
+              f"  {by_round}")
+    requests, connects = (sum(e.total(key) for e in endpoints) for key in ("requests", "connects"))
+    if requests:
+        print(f"\nNew TCP connections: {connects / requests:.0%} of requests (gunicorn's sync "
+              "workers close the connection after every response).")
+    for endpoint in endpoints:
+        for sample in sorted({s for r in endpoint.rounds for s in r["error_samples"]}):
+            print(f"error on {endpoint.path}: {sample}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=8.0,
+                        help="seconds measured per endpoint and round (default 8)")
+    parser.add_argument("--warmup", type=float, default=1.0,
+                        help="seconds of unrecorded load before each measurement (default 1)")
+    parser.add_argument("--connections", type=int, default=32,
+                        help="concurrent client connections (default 32)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="measurements of every endpoint (default 2)")
+    parser.add_argument("--models", type=int, default=50, help="models to seed (default 50)")
+    parser.add_argument("--database", default="weightgate_bench",
+                        help="throwaway database, dropped and created (default weightgate_bench)")
+    args = parser.parse_args(argv)
+    if min(args.connections, args.workers, args.rounds, args.models) < 1 or args.duration <= 0:
+        parser.error("--connections, --workers, --rounds, --models and --duration must be positive")
+
+    from config.settings import env_str  # also reads .local/env, like every other entry point
+
+    endpoints = [
+        Endpoint("bare view", BASELINE_PATH),
+        Endpoint("list", LIST_PATH),
+        Endpoint("detail", detail_path(args.models)),
+    ]
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="weightgate-bench-") as scratch,
+            bench_database(env_str("DATABASE_URL"), args.database) as database_url,
+        ):
+            env = {**os.environ, "DATABASE_URL": database_url,
+                   "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "0"}
+            print(f"migrating database {args.database}", flush=True)
+            subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "--verbosity",
+                            "0"], cwd=PROJECT_ROOT, env=env, check=True)
+            print(f"seeding {args.models} models", flush=True)
+            paths = [endpoint.path for endpoint in endpoints]
+            seeded = subprocess.run(
+                [sys.executable, "-c", "from bench.catalog_api import seed_main; "
+                 f"seed_main({args.models}, {paths!r})"],
+                cwd=PROJECT_ROOT, env=env, check=True, capture_output=True, text=True,
+            )
+            queries = json.loads(seeded.stdout.splitlines()[-1])
+            with gunicorn_running(env, args.workers, Path(scratch) / "gunicorn.log") as server:
+                for endpoint in endpoints:
+                    status, body = http_get(server.port, endpoint.path)
+                    if status != 200:
+                        raise server.failed(f"GET {endpoint.path} answered {status}")
+                    endpoint.queries, endpoint.body_bytes = queries[endpoint.path], len(body)
+                print(f"gunicorn on {HOST}:{server.port}; loading", flush=True)
+                measure(endpoints, server=server, connections=args.connections,
+                        warmup=args.warmup, duration=args.duration, rounds=args.rounds)
+    except ServerFailed as failure:
+        print(f"server failed: {failure}", file=sys.stderr)
+        return 1
+    report(endpoints, args)
+    return 1 if any(endpoint.total("errors") for endpoint in endpoints) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

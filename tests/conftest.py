@@ -1,0 +1,42 @@
+"""Fixed people for every test: anonymous, a developer with no special rights (`outsider`), a
+staff member and an admin. Data is made through the project's own services."""
+
+import pytest
+from django.contrib.auth.models import AnonymousUser, User
+from rest_framework.test import APIClient
+
+from tests.factories import make_user
+
+
+@pytest.fixture
+def anonymous() -> AnonymousUser:
+    return AnonymousUser()
+
+
+@pytest.fixture
+def outsider(db) -> User:
+    return make_user("outsider")
+
+
+@pytest.fixture
+def staff(db) -> User:
+    return make_user("staff", is_staff=True)
+
+
+@pytest.fixture
+def admin_user(db) -> User:
+    return make_user("admin", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_files(settings):
+    """Tests render admin pages without running collectstatic first."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }

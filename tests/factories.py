@@ -1,0 +1,57 @@
+"""Builders for test data that go through the services, so tests see what production sees."""
+
+import hashlib
+from collections.abc import Mapping
+
+from django.contrib.auth.models import User
+
+from release import services
+from release.models import Artifact, Model, Phase, Version
+
+
+def make_user(username: str, **flags: bool) -> User:
+    return User.objects.create_user(
+        username=username,
+        email=f"{username}@example.com",
+        password="correct horse battery staple",
+        **flags,
+    )
+
+
+def make_release(
+    *,
+    org: str = "acme",
+    name: str = "tiny",
+    version: str = "v1",
+    artifacts: Mapping[str, str] | None = None,
+    files_per_artifact: int = 2,
+    seal: bool = True,
+) -> Version:
+    """A model with one version whose artifacts are in the given phases ({name: phase})."""
+    artifacts = artifacts if artifacts is not None else {"base": Phase.PROPRIETARY}
+    model = Model.objects.filter(org=org, name=name).first() or services.model_create(
+        actor=None, org=org, name=name, title=f"{org}/{name}"
+    )
+    release = services.version_create(actor=None, model=model, name=version)
+    created: list[Artifact] = []
+    for artifact_name in artifacts:
+        artifact = services.artifact_create(actor=None, version=release, name=artifact_name)
+        for index in range(files_per_artifact):
+            body = f"{org}/{name}/{version}/{artifact_name}/{index}".encode()
+            services.file_add(
+                artifact=artifact,
+                path=f"{artifact_name}/part-{index}.bin",
+                size=len(body),
+                sha256=hashlib.sha256(body).hexdigest(),
+                storage_key=f"test/{artifact_name}/{index}",
+            )
+        created.append(artifact)
+    if seal:
+        release = services.version_seal(actor=None, version=release)
+    for artifact in created:
+        target = artifacts[artifact.name]
+        if target == Phase.WITHDRAWN:
+            services.artifact_set_phase(actor=None, artifact=artifact, phase=target, reason="test")
+        elif target != Phase.PROPRIETARY:
+            services.artifact_set_phase(actor=None, artifact=artifact, phase=target)
+    return release

@@ -1,0 +1,114 @@
+"""The admin shows the catalog, changes it only through services and flags stopped workers."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from release import services
+from release.models import Artifact, Heartbeat, Model, Phase
+from tests.factories import make_release
+
+
+@pytest.fixture
+def admin_client_(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.mark.django_db
+def test_admin_lists_models_and_shows_a_sealed_version_read_only(admin_client_):
+    version = make_release()
+
+    listing = admin_client_.get("/admin/release/model/")
+    page = admin_client_.get(f"/admin/release/version/{version.pk}/change/")
+    post = admin_client_.post(f"/admin/release/version/{version.pk}/change/", {"name": "v9"})
+
+    assert "acme/tiny" in listing.content.decode()
+    assert page.status_code == 200
+    assert 'name="_save"' not in page.content.decode()
+    assert post.status_code == 403
+
+
+@pytest.mark.django_db
+def test_admin_creates_a_model_through_the_service(admin_client_):
+    response = admin_client_.post(
+        "/admin/release/model/add/",
+        {
+            "org": "acme",
+            "name": "new",
+            "title": "New",
+            "card": "",
+            "versions-TOTAL_FORMS": 0,
+            "versions-INITIAL_FORMS": 0,
+        },
+    )
+
+    assert response.status_code == 302
+    assert Model.objects.filter(org="acme", name="new").exists()
+    from licensing.models import AuditEvent
+
+    assert AuditEvent.objects.filter(action="model.created", actor="admin").exists()
+
+
+@pytest.mark.django_db
+def test_admin_action_moves_phase_and_reports_refusals(admin_client_):
+    version = make_release()
+    artifact = version.artifacts.get()
+
+    admin_client_.post(
+        "/admin/release/artifact/", {"action": "make_open", "_selected_action": [artifact.pk]}
+    )
+    refused = admin_client_.post(
+        "/admin/release/artifact/",
+        {"action": "make_gated", "_selected_action": [artifact.pk]},
+        follow=True,
+    )
+
+    assert Artifact.objects.get(pk=artifact.pk).phase == Phase.OPEN
+    assert "cannot move from open to gated" in refused.content.decode()
+
+
+@pytest.mark.django_db
+def test_admin_withdraw_asks_for_a_reason_first(admin_client_):
+    artifact = make_release(artifacts={"base": Phase.OPEN}).artifacts.get()
+
+    form = admin_client_.post(
+        "/admin/release/artifact/", {"action": "withdraw", "_selected_action": [artifact.pk]}
+    )
+    assert form.status_code == 200
+    assert "reason" in form.content.decode()
+    assert Artifact.objects.get(pk=artifact.pk).phase == Phase.OPEN
+
+    admin_client_.post(
+        "/admin/release/artifact/",
+        {"action": "withdraw", "_selected_action": [artifact.pk], "reason": "license violation"},
+    )
+    assert Artifact.objects.get(pk=artifact.pk).phase == Phase.WITHDRAWN
+
+
+@pytest.mark.django_db
+def test_admin_banner_says_workers_are_down_without_a_recent_heartbeat(admin_client_):
+    never = admin_client_.get("/admin/").content.decode()
+    Heartbeat.objects.create(
+        name="celery", worker="w1", last_seen=timezone.now() - timedelta(minutes=5)
+    )
+    stale = admin_client_.get("/admin/").content.decode()
+    services.heartbeat_record(worker="celery@w2")
+    fresh = admin_client_.get("/admin/").content.decode()
+
+    assert "no heartbeat has ever been recorded" in never
+    assert "Background workers are not running" in stale
+    assert "last heartbeat" in fresh
+    assert "celery@w2" in fresh
+    assert "not running" not in fresh
+
+
+@pytest.mark.django_db
+def test_non_staff_cannot_open_the_admin(client, outsider):
+    client.force_login(outsider)
+
+    response = client.get("/admin/release/model/")
+
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
