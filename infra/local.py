@@ -34,16 +34,21 @@ ENV_FILE = LOCAL / "env"
 HOST = "127.0.0.1"
 
 # Private ports. SeaweedFS opens a gRPC port at each HTTP port + 10000, so all stay below 55535.
-PG_PORT = 15432
-REDIS_PORT = 16379
+# WEIGHTGATE_PORT_OFFSET shifts them all, so a second checkout can run its own set beside this one.
+PORT_OFFSET = int(os.environ.get("WEIGHTGATE_PORT_OFFSET", "0"))
+PG_PORT = 15432 + PORT_OFFSET
+REDIS_PORT = 16379 + PORT_OFFSET
 WEED_PORTS = {
-    "master.port": 19333,
-    "volume.port": 18080,
-    "filer.port": 18888,
-    "s3.port": 18333,
-    "admin.port": 18646,
-    "s3.port.lance": 19101,
-    "s3.port.iceberg": 19181,
+    flag: port + PORT_OFFSET
+    for flag, port in {
+        "master.port": 19333,
+        "volume.port": 18080,
+        "filer.port": 18888,
+        "s3.port": 18333,
+        "admin.port": 18646,
+        "s3.port.lance": 19101,
+        "s3.port.iceberg": 19181,
+    }.items()
 }
 PG_DATABASE = "weightgate"
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
@@ -94,7 +99,8 @@ def refuse_foreign_port(port: int, name: str) -> None:
     if port_open(port):
         raise ServiceError(
             f"port {port} is taken by a process this checkout did not start; another checkout's "
-            f"{name} perhaps. Stop it there (`make services-stop`) or set the service's URL."
+            f"{name} perhaps. Stop it there (`make services-stop`), set the service's URL, or "
+            "shift this checkout's ports with WEIGHTGATE_PORT_OFFSET (e.g. 100)."
         )
 
 
