@@ -34,8 +34,10 @@ def api() -> APIClient:
 
 
 @pytest.fixture(autouse=True)
-def _plain_static_files(settings):
+def _plain_static_files(settings, tmp_path_factory):
     """Tests render admin pages without running collectstatic first."""
+    settings.STATIC_ROOT = tmp_path_factory.getbasetemp() / "static"
+    settings.STATIC_ROOT.mkdir(exist_ok=True)
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
