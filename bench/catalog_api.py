@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import Literal, TypedDict
 from urllib.parse import quote, urlsplit, urlunsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -77,8 +77,9 @@ def catalog_seed(*, models: int) -> None:
     with transaction.atomic():
         for index in range(models):
             org, name = repo_id(index)
-            model = services.model_create(actor=None, org=org, name=name,
-                                          title=f"Bench model {index}", card=CARD)
+            model = services.model_create(
+                actor=None, org=org, name=name, title=f"Bench model {index}", card=CARD
+            )
             for version_name, phase in VERSION_PHASES:
                 version = services.version_create(actor=None, model=model, name=version_name)
                 released, proprietary = [
@@ -89,9 +90,13 @@ def catalog_seed(*, models: int) -> None:
                     artifact = released if number % 2 == 0 else proprietary
                     path = f"{artifact.name}/model-{number:05d}.safetensors"
                     key = f"bench/{org}/{name}/{version_name}/{path}"
-                    services.file_add(artifact=artifact, path=path, size=1_000_000 + number,
-                                      sha256=hashlib.sha256(key.encode()).hexdigest(),
-                                      storage_key=key)
+                    services.file_add(
+                        artifact=artifact,
+                        path=path,
+                        size=1_000_000 + number,
+                        sha256=hashlib.sha256(key.encode()).hexdigest(),
+                        storage_key=key,
+                    )
                 services.version_seal(actor=None, version=version)
                 services.artifact_set_phase(actor=None, artifact=released, phase=phase)
 
@@ -213,8 +218,9 @@ async def _drive(port: int, request: bytes, tally: _Tally) -> None:
         _close(stream)
 
 
-async def _load(port: int, path: str, connections: int, warmup: float,
-                duration: float) -> LoadResult:
+async def _load(
+    port: int, path: str, connections: int, warmup: float, duration: float
+) -> LoadResult:
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAccept: application/json\r\n"
         "User-Agent: weightgate-bench\r\n\r\n"
@@ -234,9 +240,14 @@ async def _load(port: int, path: str, connections: int, warmup: float,
         if isinstance(outcome, Exception):
             tally.error(f"client crashed: {type(outcome).__name__}: {outcome}")
     return LoadResult(
-        seconds=seconds, requests=tally.requests, errors=tally.errors,
-        error_samples=tally.error_samples, connects=tally.connects, body_bytes=tally.body_bytes,
-        latencies=tally.latencies, cpu_seconds=cpu_seconds,
+        seconds=seconds,
+        requests=tally.requests,
+        errors=tally.errors,
+        error_samples=tally.error_samples,
+        connects=tally.connects,
+        body_bytes=tally.body_bytes,
+        latencies=tally.latencies,
+        cpu_seconds=cpu_seconds,
     )
 
 
@@ -317,9 +328,19 @@ def gunicorn_running(env: dict[str, str], workers: int, log: Path) -> Iterator[S
     port = free_port()
     with log.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "--config", "infra/gunicorn.conf.py",
-             "--access-logfile", "/dev/null"],
-            cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "config.wsgi",
+                "--config",
+                "infra/gunicorn.conf.py",
+                "--access-logfile",
+                "/dev/null",
+            ],
+            cwd=PROJECT_ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
             env={**env, "WEB_BIND": f"{HOST}:{port}", "WEB_CONCURRENCY": str(workers)},
         )
     server = Server(process=process, port=port, log=log)
@@ -349,6 +370,9 @@ def gunicorn_running(env: dict[str, str], workers: int, log: Path) -> Iterator[S
 # --- Measuring and reporting. -----------------------------------------------------------------
 
 
+_Summed = Literal["seconds", "requests", "errors", "connects", "cpu_seconds"]
+
+
 @dataclass
 class Endpoint:
     label: str
@@ -367,12 +391,19 @@ class Endpoint:
             return math.nan
         return 1000 * latencies[max(0, math.ceil(fraction * len(latencies)) - 1)]
 
-    def total(self, key: str) -> float:
-        return sum(float(r[key]) for r in self.rounds)  # type: ignore[literal-required]
+    def total(self, key: _Summed) -> float:
+        return sum(r[key] for r in self.rounds)
 
 
-def measure(endpoints: list[Endpoint], *, server: Server, connections: int, warmup: float,
-            duration: float, rounds: int) -> None:
+def measure(
+    endpoints: list[Endpoint],
+    *,
+    server: Server,
+    connections: int,
+    warmup: float,
+    duration: float,
+    rounds: int,
+) -> None:
     """Every endpoint once per round, in reverse order every other round, so that a machine
     getting slower or faster during the run weighs on every endpoint alike."""
     spawn = multiprocessing.get_context("spawn")
@@ -380,12 +411,15 @@ def measure(endpoints: list[Endpoint], *, server: Server, connections: int, warm
         for round_index in range(rounds):
             order = endpoints if round_index % 2 == 0 else endpoints[::-1]
             for endpoint in order:
-                result = load_process.submit(load_run, server.port, endpoint.path, connections,
-                                             warmup, duration).result()
+                result = load_process.submit(
+                    load_run, server.port, endpoint.path, connections, warmup, duration
+                ).result()
                 endpoint.rounds.append(result)
-                print(f"  round {round_index + 1}/{rounds}  {endpoint.path:<36} "
-                      f"{endpoint.rate(result):8.1f} req/s  errors {result['errors']}",
-                      flush=True)
+                print(
+                    f"  round {round_index + 1}/{rounds}  {endpoint.path:<36} "
+                    f"{endpoint.rate(result):8.1f} req/s  errors {result['errors']}",
+                    flush=True,
+                )
                 if not server.alive():
                     raise server.failed(f"gunicorn died while loading {endpoint.path}")
 
@@ -394,22 +428,37 @@ def report(endpoints: list[Endpoint], args: argparse.Namespace) -> None:
     baseline = endpoints[0]
     print()
     print("Weightgate catalog API: requests per second next to a bare Django view")
-    print(f"  server   gunicorn config.wsgi (infra/gunicorn.conf.py), {args.workers} sync "
-          "workers, DEBUG=0, access log to /dev/null, loopback")
-    print(f"  load     {args.connections} concurrent HTTP/1.1 connections from one separate "
-          "process (asyncio)")
-    print(f"  timing   {args.warmup:g} s warm-up + {args.duration:g} s per measurement, "
-          f"{args.rounds} rounds (order reversed every other round)")
-    print(f"  catalog  {args.models} models x {len(VERSION_PHASES)} versions x "
-          f"{len(ARTIFACT_NAMES)} artifacts (1 released, 1 proprietary), "
-          f"{FILES_PER_VERSION} files per version")
-    print("  queries  " + ", ".join(f"{e.label} {e.queries}" for e in endpoints)
-          + " SQL queries per anonymous request")
-    print(f"  machine  {os.cpu_count()} CPUs, {platform.platform(terse=True)}, "
-          f"Python {platform.python_version()}")
+    print(
+        f"  server   gunicorn config.wsgi (infra/gunicorn.conf.py), {args.workers} sync "
+        "workers, DEBUG=0, access log to /dev/null, loopback"
+    )
+    print(
+        f"  load     {args.connections} concurrent HTTP/1.1 connections from one separate "
+        "process (asyncio)"
+    )
+    print(
+        f"  timing   {args.warmup:g} s warm-up + {args.duration:g} s per measurement, "
+        f"{args.rounds} rounds (order reversed every other round)"
+    )
+    print(
+        f"  catalog  {args.models} models x {len(VERSION_PHASES)} versions x "
+        f"{len(ARTIFACT_NAMES)} artifacts (1 released, 1 proprietary), "
+        f"{FILES_PER_VERSION} files per version"
+    )
+    print(
+        "  queries  "
+        + ", ".join(f"{e.label} {e.queries}" for e in endpoints)
+        + " SQL queries per anonymous request"
+    )
+    print(
+        f"  machine  {os.cpu_count()} CPUs, {platform.platform(terse=True)}, "
+        f"Python {platform.python_version()}"
+    )
     print()
-    header = (f"{'endpoint':<38}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-              f"{'bytes':>8}{'client cpu':>12}{'vs bare view':>14}  by round")
+    header = (
+        f"{'endpoint':<38}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'bytes':>8}{'client cpu':>12}{'vs bare view':>14}  by round"
+    )
     print(header)
     print("-" * len(header))
     for endpoint in endpoints:
@@ -418,14 +467,18 @@ def report(endpoints: list[Endpoint], args: argparse.Namespace) -> None:
             for r, b in zip(endpoint.rounds, baseline.rounds, strict=True)
         )
         cpu = endpoint.total("cpu_seconds") / endpoint.total("seconds")
-        print(f"{endpoint.path:<38}{endpoint.rate():>9.1f}{endpoint.latency_ms(0.50):>9.1f}"
-              f"{endpoint.latency_ms(0.99):>9.1f}{int(endpoint.total('errors')):>8}"
-              f"{endpoint.body_bytes:>8}{cpu:>11.0%} {endpoint.rate() / baseline.rate():>14.2f}"
-              f"  {by_round}")
+        print(
+            f"{endpoint.path:<38}{endpoint.rate():>9.1f}{endpoint.latency_ms(0.50):>9.1f}"
+            f"{endpoint.latency_ms(0.99):>9.1f}{int(endpoint.total('errors')):>8}"
+            f"{endpoint.body_bytes:>8}{cpu:>11.0%} {endpoint.rate() / baseline.rate():>14.2f}"
+            f"  {by_round}"
+        )
     requests, connects = (sum(e.total(key) for e in endpoints) for key in ("requests", "connects"))
     if requests:
-        print(f"\nNew TCP connections: {connects / requests:.0%} of requests (gunicorn's sync "
-              "workers close the connection after every response).")
+        print(
+            f"\nNew TCP connections: {connects / requests:.0%} of requests (gunicorn's sync "
+            "workers close the connection after every response)."
+        )
     for endpoint in endpoints:
         for sample in sorted({s for r in endpoint.rounds for s in r["error_samples"]}):
             print(f"error on {endpoint.path}: {sample}")
@@ -433,18 +486,31 @@ def report(endpoints: list[Endpoint], args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=8.0,
-                        help="seconds measured per endpoint and round (default 8)")
-    parser.add_argument("--warmup", type=float, default=1.0,
-                        help="seconds of unrecorded load before each measurement (default 1)")
-    parser.add_argument("--connections", type=int, default=32,
-                        help="concurrent client connections (default 32)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=8.0,
+        help="seconds measured per endpoint and round (default 8)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds of unrecorded load before each measurement (default 1)",
+    )
+    parser.add_argument(
+        "--connections", type=int, default=32, help="concurrent client connections (default 32)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="measurements of every endpoint (default 2)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="measurements of every endpoint (default 2)"
+    )
     parser.add_argument("--models", type=int, default=50, help="models to seed (default 50)")
-    parser.add_argument("--database", default="weightgate_bench",
-                        help="throwaway database, dropped and created (default weightgate_bench)")
+    parser.add_argument(
+        "--database",
+        default="weightgate_bench",
+        help="throwaway database, dropped and created (default weightgate_bench)",
+    )
     args = parser.parse_args(argv)
     if min(args.connections, args.workers, args.rounds, args.models) < 1 or args.duration <= 0:
         parser.error("--connections, --workers, --rounds, --models and --duration must be positive")
@@ -461,17 +527,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             tempfile.TemporaryDirectory(prefix="weightgate-bench-") as scratch,
             bench_database(env_str("DATABASE_URL"), args.database) as database_url,
         ):
-            env = {**os.environ, "DATABASE_URL": database_url,
-                   "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "0"}
+            env = {
+                **os.environ,
+                "DATABASE_URL": database_url,
+                "DJANGO_SETTINGS_MODULE": "config.settings",
+                "DEBUG": "0",
+            }
             print(f"migrating database {args.database}", flush=True)
-            subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "--verbosity",
-                            "0"], cwd=PROJECT_ROOT, env=env, check=True)
+            subprocess.run(
+                [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
+                cwd=PROJECT_ROOT,
+                env=env,
+                check=True,
+            )
             print(f"seeding {args.models} models", flush=True)
             paths = [endpoint.path for endpoint in endpoints]
             seeded = subprocess.run(
-                [sys.executable, "-c", "from bench.catalog_api import seed_main; "
-                 f"seed_main({args.models}, {paths!r})"],
-                cwd=PROJECT_ROOT, env=env, check=True, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    "-c",
+                    f"from bench.catalog_api import seed_main; seed_main({args.models}, {paths!r})",
+                ],
+                cwd=PROJECT_ROOT,
+                env=env,
+                check=True,
+                stdout=subprocess.PIPE,
+                text=True,
             )
             queries = json.loads(seeded.stdout.splitlines()[-1])
             with gunicorn_running(env, args.workers, Path(scratch) / "gunicorn.log") as server:
@@ -481,11 +562,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         raise server.failed(f"GET {endpoint.path} answered {status}")
                     endpoint.queries, endpoint.body_bytes = queries[endpoint.path], len(body)
                 print(f"gunicorn on {HOST}:{server.port}; loading", flush=True)
-                measure(endpoints, server=server, connections=args.connections,
-                        warmup=args.warmup, duration=args.duration, rounds=args.rounds)
+                measure(
+                    endpoints,
+                    server=server,
+                    connections=args.connections,
+                    warmup=args.warmup,
+                    duration=args.duration,
+                    rounds=args.rounds,
+                )
     except ServerFailed as failure:
         print(f"server failed: {failure}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted; server stopped and bench database dropped", file=sys.stderr)
+        return 130
     report(endpoints, args)
     return 1 if any(endpoint.total("errors") for endpoint in endpoints) else 0
 
