@@ -34,7 +34,9 @@ migrate: services
 demo: migrate
 	$(MANAGE) collectstatic --noinput --verbosity 0
 	$(MANAGE) seed_demo
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho --procfile infra/Procfile.demo --app-root . start
+	@# The demo serves plain HTTP on loopback, so its cookies cannot require HTTPS.
+	SECURE_COOKIES=0 PATH="$(CURDIR)/$(BIN):$$PATH" \
+		$(BIN)/honcho --procfile infra/Procfile.demo --app-root . start
 
 lint: install
 	$(BIN)/ruff check .

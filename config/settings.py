@@ -7,6 +7,7 @@ Each helper fails loudly on a malformed value. A secret may be given as `NAME` o
 
 from __future__ import annotations
 
+import base64
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -80,6 +81,22 @@ DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")
 if len(SECRET_KEY) < 32:
     raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters")
+
+
+def _signing_master_key(name: str) -> bytes:
+    """The AES-256-GCM key that encrypts signing keys at rest: base64 of 32 random bytes
+    (`openssl rand -base64 32`). Losing it makes every stored signing key unreadable; errors
+    never echo the value."""
+    try:
+        key = base64.b64decode(env_str(name), validate=True)
+    except ValueError as error:  # binascii.Error included
+        raise ImproperlyConfigured(f"{name} is not valid base64") from error
+    if len(key) != 32:
+        raise ImproperlyConfigured(f"{name} must be base64 of 32 bytes (AES-256), not {len(key)}")
+    return key
+
+
+SIGNING_MASTER_KEY = _signing_master_key("SIGNING_MASTER_KEY")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # Public base URL of this service, used in links it hands out (e.g. access request pages).
@@ -222,7 +239,14 @@ S3_BUCKET_PUBLIC = env_str("S3_BUCKET_PUBLIC", "weightgate-public")
 # Celery: Redis broker, JSON only, a task is acknowledged after it ran so a killed worker's task
 # is redelivered (every task is written to be safe to run twice).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+# Light control work (ticks, flips, bookkeeping) and heavy transfer work (hashing, pushing
+# bytes) go to separate queues, so transfer-only worker hosts can be added for big releases.
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "control")
+CELERY_TRANSFER_QUEUE = env_str("CELERY_TRANSFER_QUEUE", "transfer")
+CELERY_TASK_ROUTES = {
+    "release.tasks.ingest_hash_file": {"queue": CELERY_TRANSFER_QUEUE},
+    "release.tasks.unlock_push_file": {"queue": CELERY_TRANSFER_QUEUE},
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -238,7 +262,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT 
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 HEARTBEAT_INTERVAL = timedelta(seconds=env_int("HEARTBEAT_INTERVAL_SECONDS", 30, minimum=1))
+# Unlocks are pushed and verified this long before their due time, so the flip itself is
+# instant; the tick that drives them runs every UNLOCK_TICK_SECONDS.
+UNLOCK_PRESTAGE_LEAD_HOURS = env_int("UNLOCK_PRESTAGE_LEAD_HOURS", 24)
+UNLOCK_TICK_SECONDS = env_int("UNLOCK_TICK_SECONDS", 15, minimum=1)
 CELERY_BEAT_SCHEDULE = {
+    "unlocks-tick": {
+        "task": "release.tasks.unlocks_tick",
+        "schedule": float(UNLOCK_TICK_SECONDS),
+        "options": {"expires": float(UNLOCK_TICK_SECONDS)},
+    },
     "heartbeat": {
         "task": "release.tasks.heartbeat",
         "schedule": HEARTBEAT_INTERVAL.total_seconds(),

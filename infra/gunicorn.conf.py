@@ -4,11 +4,13 @@ import multiprocessing
 import os
 
 bind = os.environ.get("WEB_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
-worker_class = "sync"
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+# Threads keep connections alive between requests (sync workers close after each response),
+# which Hub clients rely on between their HEAD and GET.
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", 4))
 timeout = 60
 graceful_timeout = 30
-# Hub clients keep connections open between HEAD and GET requests.
 keepalive = 5
 accesslog = "-"
 # Never log headers: clients send their token in Authorization.

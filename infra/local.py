@@ -7,12 +7,14 @@ hold) with its data under `.local/`. A service whose URL is already set in the e
 (`DATABASE_URL`, `REDIS_URL`, `S3_ENDPOINT_URL`) is not started: the project then uses that one.
 
 `start` writes `.local/env` with the URLs and credentials of the services it started plus a
-generated `SECRET_KEY`; `config/settings.py` reads that file for any variable the environment does
-not set, so `manage.py` works without sourcing anything. Start and stop are idempotent.
+generated `SECRET_KEY` and `SIGNING_MASTER_KEY`; `config/settings.py` reads that file for any
+variable the environment does not set, so `manage.py` works without sourcing anything. Start and
+stop are idempotent.
 """
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 import secrets
@@ -357,6 +359,7 @@ SERVICES: tuple[Postgres | Redis | SeaweedFS, ...] = (Postgres(), Redis(), Seawe
 def start() -> None:
     env = read_env_file()
     env.setdefault("SECRET_KEY", secrets.token_urlsafe(48))
+    env.setdefault("SIGNING_MASTER_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
     for service in SERVICES:
         if os.environ.get(service.env_var):
             print(f"{service.name}: using {service.env_var} from the environment")

@@ -16,10 +16,28 @@ from typing import Any
 MAX_HEADER_BYTES = 100_000_000
 
 DTYPE_BITS = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
-    "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64,
-    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8,
+    "F8_E5M2FNUZ": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
 }
 TENSOR_FIELDS = {"dtype", "shape", "data_offsets"}
 INDEX_NAME = "model.safetensors.index.json"
@@ -35,9 +53,8 @@ class SafetensorsHeader:
     tensors: dict[str, tuple[str, tuple[int, ...], int, int]]  # name -> dtype, shape, begin, end
     metadata: dict[str, str]
 
-    @property
-    def tensor_bytes(self) -> int:
-        return sum(end - begin for _, _, begin, end in self.tensors.values())
+    def tensor_sizes(self) -> dict[str, int]:
+        return {name: end - begin for name, (_, _, begin, end) in self.tensors.items()}
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -88,7 +105,9 @@ def _tensor(name: str, spec: Any) -> tuple[str, tuple[int, ...], int, int]:
         or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
         or offsets[0] > offsets[1]
     ):
-        raise InvalidWeights(f"tensor {name!r} data_offsets must be [begin, end], 0 <= begin <= end")
+        raise InvalidWeights(
+            f"tensor {name!r} data_offsets must be [begin, end], 0 <= begin <= end"
+        )
     bits = math.prod(shape) * DTYPE_BITS[dtype]
     if bits % 8:
         raise InvalidWeights(f"tensor {name!r} of {dtype} does not fill whole bytes")
@@ -130,17 +149,22 @@ def header_parse(raw_header: bytes, *, header_size: int, file_size: int) -> Safe
     return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata)
 
 
-def index_check(raw_index: bytes, *, index_path: str, headers: dict[str, SafetensorsHeader]) -> None:
-    """Check that an index maps every tensor to the shard that really holds it, names only
-    shards beside it, and that its total_size is the sum of their tensor bytes.
+def index_parse(raw: bytes) -> Any:
+    """The index's JSON, strictly parsed (duplicate keys refused); checked by `index_check`."""
+    return _strict_json(raw, INDEX_NAME)
 
-    `headers` maps each shard's path in the version to its parsed header.
+
+def index_check(document: Any, *, index_path: str, shards: dict[str, dict[str, int]]) -> None:
+    """Check that an index maps every tensor to the shard that really holds it, names only
+    shards of the version beside it, and that its total_size is the sum of their tensor bytes.
+
+    `shards` maps each safetensors file's path in the version to {tensor name: byte size}, as
+    read from its header.
     """
-    document = _strict_json(raw_index, INDEX_NAME)
     if not isinstance(document, dict) or not isinstance(document.get("weight_map"), dict):
         raise InvalidWeights("index must be an object with a weight_map object")
     folder = PurePosixPath(index_path).parent
-    held: dict[str, str] = {}  # tensor -> shard path, from the shards themselves
+    mapped: set[str] = set()
     shards_named: set[str] = set()
     for tensor, shard in document["weight_map"].items():
         if not isinstance(shard, str) or not shard:
@@ -148,24 +172,29 @@ def index_check(raw_index: bytes, *, index_path: str, headers: dict[str, Safeten
         parts = PurePosixPath(shard).parts
         if shard.startswith("/") or "\\" in shard or ".." in parts or "." in parts:
             raise InvalidWeights(f"weight_map entry {tensor!r} names an unsafe path {shard!r}")
-        path = str(folder / shard) if str(folder) != "." else shard
-        if path not in headers:
-            raise InvalidWeights(f"weight_map maps {tensor!r} to {shard!r}, which is not in "
-                                 "the version")
-        if tensor not in headers[path].tensors:
+        path = str(folder / shard)
+        if path not in shards:
+            raise InvalidWeights(
+                f"weight_map maps {tensor!r} to {shard!r}, which is not a shard of the version"
+            )
+        if tensor not in shards[path]:
             raise InvalidWeights(f"weight_map maps {tensor!r} to {shard!r}, which does not hold it")
         shards_named.add(path)
-        held[tensor] = path
-    for path in shards_named:
-        missing = set(headers[path].tensors) - set(held)
-        if missing:
-            raise InvalidWeights(f"shard {path!r} holds tensors the index does not map: "
-                                 f"{', '.join(sorted(missing)[:5])}")
+        mapped.add(tensor)
+    for path in sorted(shards_named):
+        unmapped = set(shards[path]) - mapped
+        if unmapped:
+            raise InvalidWeights(
+                f"shard {path!r} holds tensors the index does not map: "
+                f"{', '.join(sorted(unmapped)[:5])}"
+            )
     metadata = document.get("metadata", {})
     if not isinstance(metadata, dict):
         raise InvalidWeights("index metadata must be an object")
     if "total_size" in metadata:
-        total = sum(headers[path].tensor_bytes for path in shards_named)
+        total = sum(sum(shards[path].values()) for path in shards_named)
         if metadata["total_size"] != total:
-            raise InvalidWeights(f"index total_size {metadata['total_size']} does not match the "
-                                 f"shards' {total} tensor bytes")
+            raise InvalidWeights(
+                f"index total_size {metadata['total_size']} does not match the shards' "
+                f"{total} tensor bytes"
+            )

@@ -8,10 +8,20 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
-from release.models import HEARTBEAT_NAME, Artifact, File, Heartbeat, Model, Phase, Version
+from release.models import (
+    HEARTBEAT_NAME,
+    Artifact,
+    File,
+    Heartbeat,
+    Model,
+    Phase,
+    Unlock,
+    UnlockFile,
+    Version,
+)
 
 Viewer = AbstractBaseUser | AnonymousUser
 
@@ -46,10 +56,11 @@ def artifacts_visible_to(*, user: Viewer) -> QuerySet[Artifact]:
 def versions_visible_to(*, user: Viewer, model: Model | None = None) -> QuerySet[Version]:
     """Versions with at least one visible artifact, each with only its visible artifacts."""
     artifacts = artifacts_visible_to(user=user)
-    versions = Version.objects.filter(pk__in=artifacts.values("version_id"))
+    # The manifest lists every file: heavy, and no listing needs it.
+    versions = Version.objects.filter(pk__in=artifacts.values("version_id")).defer("manifest")
     if model is not None:
         versions = versions.filter(model=model)
-    return versions.select_related("model").prefetch_related(
+    return versions.prefetch_related(
         Prefetch("artifacts", queryset=artifacts.order_by("name"), to_attr="visible_artifacts")
     )
 
@@ -100,3 +111,36 @@ def heartbeat_status() -> HeartbeatStatus:
         return HeartbeatStatus(last_seen=None, worker="", healthy=False)
     fresh = timezone.now() - beat.last_seen < 2 * settings.HEARTBEAT_INTERVAL
     return HeartbeatStatus(last_seen=beat.last_seen, worker=beat.worker, healthy=fresh)
+
+
+@dataclass(frozen=True)
+class UnlockProgress:
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+
+
+def unlock_progress(*, unlock: Unlock) -> UnlockProgress:
+    """Files verified in place and bytes pushed so far, for the admin and alerts."""
+    rows = unlock.files.all()
+    totals = rows.aggregate(
+        done=Sum("bytes_done"),
+        total=Sum("file__size"),
+        files_done=Count("pk", filter=Q(state=UnlockFile.State.VERIFIED)),
+        files_total=Count("pk"),
+    )
+    return UnlockProgress(
+        files_done=totals["files_done"],
+        files_total=totals["files_total"],
+        bytes_done=totals["done"] or 0,
+        bytes_total=totals["total"] or 0,
+    )
+
+
+def unlocks_needing_attention() -> QuerySet[Unlock]:
+    """Unlocks an admin must look at: failed ones, and due ones still not ready to flip."""
+    return Unlock.objects.filter(
+        Q(state=Unlock.State.FAILED) | Q(delayed_since__isnull=False,
+                                         state__in=[Unlock.State.STAGING, Unlock.State.READY])
+    ).select_related("version__model")

@@ -2,9 +2,11 @@
 
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from celery import shared_task
 
 from release import services
+from release.services import unlocks
 
 
 @shared_task(bind=True, ignore_result=True, soft_time_limit=20, time_limit=30)
@@ -12,3 +14,50 @@ def heartbeat(self: Any) -> None:
     """Queued by beat every HEARTBEAT_INTERVAL; running it proves beat, broker, worker and
     database all work. The admin flags a heartbeat older than twice the interval."""
     services.heartbeat_record(worker=str(self.request.hostname or "unknown"))
+
+
+# Storage errors worth retrying: the object store or the network, not the content.
+TRANSIENT_STORAGE_ERRORS = (BotoCoreError, ClientError, ConnectionError, TimeoutError)
+
+
+@shared_task(
+    autoretry_for=TRANSIENT_STORAGE_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=10,
+)
+def ingest_hash_file(file_id: int) -> None:
+    """Stream one staged file once: sha256, size, header checks."""
+    services.ingest_file_hash(file_id=file_id)
+
+
+@shared_task
+def ingest_finalize(job_id: int) -> None:
+    """Check indexes against shard headers, then seal and sign the version (or fail the job)."""
+    services.ingest_finalize(job_id=job_id)
+
+
+@shared_task(soft_time_limit=50, time_limit=60)
+def unlocks_tick() -> None:
+    """Beat's periodic nudge: pre-stage unlocks coming due, re-queue stalled pushes, flip the
+    ready ones whose time has come, alert on late ones."""
+    unlocks.unlocks_tick()
+
+
+@shared_task(soft_time_limit=50, time_limit=60)
+def unlock_advance(unlock_id: int) -> None:
+    """Move one unlock forward now (after an approval, or when its last file is verified)."""
+    unlocks.unlock_advance(unlock_id=unlock_id)
+
+
+@shared_task(
+    autoretry_for=TRANSIENT_STORAGE_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=10,
+)
+def unlock_push_file(unlock_file_id: int) -> None:
+    """Push one file to distribution storage, verified; safe to run twice."""
+    unlocks.unlock_push_file(unlock_file_id=unlock_file_id)

@@ -16,6 +16,7 @@ from django.db import connection
 from config.celery import app
 
 ROOT = Path(__file__).resolve().parent.parent
+WORKER_LOG = ROOT / ".local" / "test-workers.log"
 
 
 def test_database_url() -> str:
@@ -24,10 +25,30 @@ def test_database_url() -> str:
     return f"postgres://{quote(db['USER'])}{password}@{db['HOST']}:{db['PORT']}/{quote(db['NAME'])}"
 
 
+# One queue for this test session: nothing the tests publish can reach another worker.
+TEST_QUEUE = f"test-{uuid.uuid4().hex[:12]}"
+
+
+def route_tasks_to_test_queue() -> None:
+    """Send every task, control and transfer alike, to TEST_QUEUE."""
+    app.conf.task_default_queue = TEST_QUEUE
+    app.conf.task_routes = {name: {"queue": TEST_QUEUE} for name in app.conf.task_routes or {}}
+    for cached in ("default_queue", "queues", "router"):  # Celery caches its routing
+        app.amqp.__dict__.pop(cached, None)
+    app.amqp.flush_routes()
+
+
 @contextmanager
 def celery_worker(*, concurrency: int = 1) -> Iterator[subprocess.Popen[bytes]]:
-    queue = f"test-{uuid.uuid4().hex[:12]}"
-    env = dict(os.environ, DATABASE_URL=test_database_url(), CELERY_TASK_DEFAULT_QUEUE=queue)
+    """A worker process on the test database, consuming TEST_QUEUE."""
+    env = dict(
+        os.environ,
+        DATABASE_URL=test_database_url(),
+        CELERY_TASK_DEFAULT_QUEUE=TEST_QUEUE,
+        CELERY_TRANSFER_QUEUE=TEST_QUEUE,
+    )
+    WORKER_LOG.parent.mkdir(exist_ok=True)
+    log = WORKER_LOG.open("ab")  # read it when a worker test fails
     process = subprocess.Popen(
         [
             sys.executable,
@@ -37,33 +58,32 @@ def celery_worker(*, concurrency: int = 1) -> Iterator[subprocess.Popen[bytes]]:
             "config",
             "worker",
             "--queues",
-            queue,
+            TEST_QUEUE,
             "--concurrency",
             str(concurrency),
             "--loglevel",
             "INFO",
             "--without-gossip",
             "--without-mingle",
+            "--without-heartbeat",
             "--hostname",
-            f"{queue}@%h",
+            f"{TEST_QUEUE}-{uuid.uuid4().hex[:4]}@%h",
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    previous = app.conf.task_default_queue
-    app.conf.task_default_queue = queue
     try:
         yield process
     finally:
-        app.conf.task_default_queue = previous
         process.terminate()
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
 
 
 def wait_for(condition, *, timeout: float = 60.0, what: str = "condition") -> None:

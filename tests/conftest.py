@@ -5,7 +5,14 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from rest_framework.test import APIClient
 
+from tests.celery_worker import route_tasks_to_test_queue
 from tests.factories import make_user
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _celery_test_queue():
+    """Tasks published by tests go to a queue of this session's own, never to a demo worker."""
+    route_tasks_to_test_queue()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 
 from django.contrib.auth.models import User
 
+from licensing.keys import signing_key_ensure
 from release import services
 from release.models import Artifact, Model, Phase, Version
 
@@ -47,6 +48,7 @@ def make_release(
             )
         created.append(artifact)
     if seal:
+        signing_key_ensure(purpose="models")
         release = services.version_seal(actor=None, version=release)
     for artifact in created:
         target = artifacts[artifact.name]

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from licensing.keys import signing_key_ensure
 from release import services
 from release.models import Model
 from release.sample_weights import sample_model_files, sample_tokenizer_files
@@ -65,6 +66,8 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def _model(self) -> None:
+        # The demo signs with a key made here; production keys come from `signing_key rotate`.
+        signing_key_ensure(purpose="models")
         model = services.model_create(
             actor=None, org=REPO_ORG, name=REPO_NAME, title="Tiny Llama (demo)", card=CARD
         )

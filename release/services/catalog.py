@@ -10,6 +10,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.errors import DomainError, NotAllowed
+from licensing.keys import signing_key_active
+from licensing.models import SigningKey
 from licensing.services import audit_record
 from release.manifests import (
     ManifestEntry,
@@ -17,6 +19,7 @@ from release.manifests import (
     manifest_build,
     manifest_commit_id,
 )
+from release.model_signing import signature_bundle
 from release.models import (
     HEARTBEAT_NAME,
     SHA256_PATTERN,
@@ -143,7 +146,8 @@ def file_add(*, artifact: Artifact, path: str, size: int, sha256: str, storage_k
 
 
 def version_seal(*, actor: Actor, version: Version) -> Version:
-    """Freeze a version: write its manifest and derive its commit id. Irreversible."""
+    """Freeze a version: write its manifest, derive its commit id, and sign it (the whole
+    version, and each artifact on its own) with the active model-signing key. Irreversible."""
     with transaction.atomic():
         locked = _lock_unsealed(version.pk)
         artifacts = list(locked.artifacts.prefetch_related("files"))
@@ -167,7 +171,21 @@ def version_seal(*, actor: Actor, version: Version) -> Version:
         locked.manifest = manifest
         locked.commit = manifest_commit_id(manifest)
         locked.sealed_at = timezone.now()
-        locked.save(update_fields=["manifest", "commit", "sealed_at"])
+        key = signing_key_active(purpose=SigningKey.Purpose.MODELS)
+        locked.signing_kid = key.kid
+        locked.signature = signature_bundle(
+            model_name=f"{locked.model.repo_id}@{locked.name}",
+            entries=[(e["path"], e["sha256"]) for e in manifest["files"]],
+            key=key,
+        )
+        locked.save(update_fields=["manifest", "commit", "sealed_at", "signature", "signing_kid"])
+        for artifact in artifacts:
+            artifact.signature = signature_bundle(
+                model_name=f"{locked.model.repo_id}@{locked.name}:{artifact.name}",
+                entries=[(f.path, f.sha256) for f in artifact.files.all()],
+                key=key,
+            )
+            artifact.save(update_fields=["signature"])
         audit_record(
             actor=actor,
             action="version.sealed",
