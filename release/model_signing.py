@@ -84,7 +84,7 @@ def _resources(entries: list[tuple[str, str]]) -> list[tuple[str, str]]:
             raise DomainError(f"file {path!r} is listed twice", code="duplicate_path")
         seen.add(path)
     # By path components, not by string: "a/b" sorts before "a-b" and "a.b".
-    return sorted(entries, key=lambda entry: entry[0])
+    return sorted(entries, key=lambda entry: PurePosixPath(entry[0]).parts)
 
 
 def _statement(*, model_name: str, resources: list[tuple[str, str]]) -> dict[str, Any]:

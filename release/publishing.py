@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
+from botocore.response import StreamingBody
 from django.conf import settings
 
 from release.models import blob_key
@@ -96,12 +97,12 @@ def _check(actual_sha256: str, actual_size: int, sha256: str, size: int) -> None
 
 
 def _multipart_push(
-    body,
+    body: StreamingBody,
     *,
     key: str,
     bucket: str,
     sha256: str,
-    size: int,  # type: ignore[no-untyped-def]
+    size: int,
     progress: Callable[[int], None],
 ) -> None:
     client = s3_client()

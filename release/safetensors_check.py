@@ -7,7 +7,6 @@ readers that disagree about a file's contents are how poisoned weights slip thro
 """
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -40,6 +39,8 @@ DTYPE_BITS = {
     "F6_E3M2": 6,
 }
 TENSOR_FIELDS = {"dtype", "shape", "data_offsets"}
+# The reference reads dims and offsets as 64-bit and refuses a shape whose product overflows.
+MAX_U64 = 2**64 - 1
 INDEX_NAME = "model.safetensors.index.json"
 
 
@@ -62,6 +63,15 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in result:
             raise InvalidWeights(f"duplicate key {key!r} in JSON")
+        # Python accepts a lone surrogate escape ("\\ud800"), the reference refuses the file.
+        for text in (key, value) if isinstance(value, str) else (key,):
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InvalidWeights(
+                        f"unpaired surrogate escape in JSON string {text!r}"
+                    ) from None
         result[key] = value
     return result
 
@@ -75,6 +85,12 @@ def _strict_json(raw: bytes, what: str) -> Any:
         return json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as error:
         raise InvalidWeights(f"{what} is not valid JSON: {error.msg} at {error.pos}") from error
+    except InvalidWeights:
+        raise
+    except (ValueError, RecursionError) as error:
+        # Python's own limits (4300-digit integers, nesting depth) meet a hostile header: any
+        # other exception would read as a storage error to the caller and be retried forever.
+        raise InvalidWeights(f"{what} is not acceptable JSON: {error}"[:300]) from error
 
 
 def header_length(prefix: bytes) -> int:
@@ -93,22 +109,31 @@ def _tensor(name: str, spec: Any) -> tuple[str, tuple[int, ...], int, int]:
     if not isinstance(spec, dict) or set(spec) != TENSOR_FIELDS:
         raise InvalidWeights(f"tensor {name!r} must have exactly dtype, shape and data_offsets")
     dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
-    if dtype not in DTYPE_BITS:
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:  # a list is unhashable
         raise InvalidWeights(f"tensor {name!r} has unknown dtype {dtype!r}")
     if not isinstance(shape, list) or not all(
-        isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
+        isinstance(dim, int) and not isinstance(dim, bool) and 0 <= dim <= MAX_U64 for dim in shape
     ):
-        raise InvalidWeights(f"tensor {name!r} shape must be a list of non-negative integers")
+        raise InvalidWeights(
+            f"tensor {name!r} shape must be a list of non-negative 64-bit integers"
+        )
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
-        or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+        or not all(
+            isinstance(o, int) and not isinstance(o, bool) and 0 <= o <= MAX_U64 for o in offsets
+        )
         or offsets[0] > offsets[1]
     ):
         raise InvalidWeights(
             f"tensor {name!r} data_offsets must be [begin, end], 0 <= begin <= end"
         )
-    bits = math.prod(shape) * DTYPE_BITS[dtype]
+    elements = 1
+    for dim in shape:  # step by step, as the reference does, so a huge shape stops early
+        elements *= dim
+        if elements > MAX_U64:
+            raise InvalidWeights(f"tensor {name!r} shape overflows 64 bits")
+    bits = elements * DTYPE_BITS[dtype]
     if bits % 8:
         raise InvalidWeights(f"tensor {name!r} of {dtype} does not fill whole bytes")
     begin, end = offsets
@@ -164,7 +189,9 @@ def index_check(document: Any, *, index_path: str, shards: dict[str, dict[str, i
     if not isinstance(document, dict) or not isinstance(document.get("weight_map"), dict):
         raise InvalidWeights("index must be an object with a weight_map object")
     folder = PurePosixPath(index_path).parent
-    mapped: set[str] = set()
+    # (shard, tensor) pairs: a tensor mapped to one shard must not also hide in another, where
+    # a loader that reads whole shards would pick up a second copy the index never named.
+    mapped: set[tuple[str, str]] = set()
     shards_named: set[str] = set()
     for tensor, shard in document["weight_map"].items():
         if not isinstance(shard, str) or not shard:
@@ -180,12 +207,12 @@ def index_check(document: Any, *, index_path: str, shards: dict[str, dict[str, i
         if tensor not in shards[path]:
             raise InvalidWeights(f"weight_map maps {tensor!r} to {shard!r}, which does not hold it")
         shards_named.add(path)
-        mapped.add(tensor)
+        mapped.add((path, tensor))
     for path in sorted(shards_named):
-        unmapped = set(shards[path]) - mapped
+        unmapped = {name for name in shards[path] if (path, name) not in mapped}
         if unmapped:
             raise InvalidWeights(
-                f"shard {path!r} holds tensors the index does not map: "
+                f"shard {path!r} holds tensors the index does not map to it: "
                 f"{', '.join(sorted(unmapped)[:5])}"
             )
     metadata = document.get("metadata", {})

@@ -141,6 +141,6 @@ def unlock_progress(*, unlock: Unlock) -> UnlockProgress:
 def unlocks_needing_attention() -> QuerySet[Unlock]:
     """Unlocks an admin must look at: failed ones, and due ones still not ready to flip."""
     return Unlock.objects.filter(
-        Q(state=Unlock.State.FAILED) | Q(delayed_since__isnull=False,
-                                         state__in=[Unlock.State.STAGING, Unlock.State.READY])
+        Q(state=Unlock.State.FAILED)
+        | Q(delayed_since__isnull=False, state__in=[Unlock.State.STAGING, Unlock.State.READY])
     ).select_related("version__model")

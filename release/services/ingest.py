@@ -161,7 +161,10 @@ def ingest_finalize(*, job_id: int) -> IngestJob:
 
 
 def _index_problems(files: list[IngestFile]) -> list[str]:
-    shards = {f.path: f.details for f in files if f.path.endswith(".safetensors")}
+    # Done shards always carry {tensor: bytes} (see release.staging.staged_object_digest).
+    shards: dict[str, dict[str, int]] = {
+        f.path: f.details for f in files if f.path.endswith(".safetensors") and f.details
+    }
     problems = []
     for index in (f for f in files if f.path.rsplit("/", 1)[-1] == INDEX_NAME):
         try:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -26,7 +27,7 @@ MODEL_SIGNING = Path(sys.executable).with_name("model_signing")
 
 
 @pytest.fixture
-def model_dir(tmp_path) -> Path:
+def model_dir(tmp_path: Path) -> Path:
     """A real model folder: safetensors shards, their index, a config, and a nested tokenizer."""
     folder = tmp_path / "tiny"
     files = sample_model_files() | {
@@ -53,7 +54,7 @@ def digests(folder: Path) -> list[tuple[str, str]]:
     ]
 
 
-def write_signature(tmp_path: Path, bundle: dict, public_pem: str) -> tuple[Path, Path]:
+def write_signature(tmp_path: Path, bundle: dict[str, Any], public_pem: str) -> tuple[Path, Path]:
     """The signature and key go beside the model folder, not inside it."""
     signature = tmp_path / "signature" / "model.sig"
     signature.parent.mkdir(exist_ok=True)
@@ -87,7 +88,7 @@ def signed(folder: Path, tmp_path: Path, key) -> tuple[Path, Path]:
     return write_signature(tmp_path, bundle, key.public_pem)
 
 
-def payload_of(bundle: dict) -> dict:
+def payload_of(bundle: dict[str, Any]) -> Any:
     return json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
 
 
@@ -173,6 +174,10 @@ def test_signature_file_inside_the_model_folder_is_ignored_by_the_verifier(
 def test_statement_is_what_model_signing_sign_writes(model_dir, tmp_path, models_key):
     """Signed by the upstream tool with a throwaway key, the same folder gives the same in-toto
     statement (up to the order of ignore_paths, which upstream takes from a set)."""
+    # Names whose order by path components differs from their order as strings.
+    (model_dir / "original").mkdir()
+    (model_dir / "original" / "params.json").write_text("{}")
+    (model_dir / "original.md").write_text("notes")
     throwaway = tmp_path / "throwaway.pem"
     throwaway.write_bytes(
         ec.generate_private_key(ec.SECP256R1()).private_bytes(
