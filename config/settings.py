@@ -266,6 +266,7 @@ HEARTBEAT_INTERVAL = timedelta(seconds=env_int("HEARTBEAT_INTERVAL_SECONDS", 30,
 # instant; the tick that drives them runs every UNLOCK_TICK_SECONDS.
 UNLOCK_PRESTAGE_LEAD_HOURS = env_int("UNLOCK_PRESTAGE_LEAD_HOURS", 24)
 UNLOCK_TICK_SECONDS = env_int("UNLOCK_TICK_SECONDS", 15, minimum=1)
+UNLOCK_PUSH_LEASE_SECONDS = env_int("UNLOCK_PUSH_LEASE_SECONDS", 300, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "unlocks-tick": {
         "task": "release.tasks.unlocks_tick",

@@ -96,6 +96,16 @@ def _check(actual_sha256: str, actual_size: int, sha256: str, size: int) -> None
         )
 
 
+def _abort_abandoned_uploads(*, bucket: str, key: str) -> None:
+    """Uploads of this key left by a worker that died mid-push: never readable, but they hold
+    storage. The caller owns the push now (it holds the lease), so none of them can be live."""
+    client = s3_client()
+    listing = client.list_multipart_uploads(Bucket=bucket, Prefix=key)
+    for upload in listing.get("Uploads", []):
+        if upload.get("Key") == key and upload.get("UploadId"):
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+
+
 def _multipart_push(
     body: StreamingBody,
     *,
@@ -106,6 +116,7 @@ def _multipart_push(
     progress: Callable[[int], None],
 ) -> None:
     client = s3_client()
+    _abort_abandoned_uploads(bucket=bucket, key=key)
     upload = client.create_multipart_upload(
         Bucket=bucket, Key=key, Metadata={"sha256": sha256}, ChecksumAlgorithm="SHA256"
     )

@@ -81,6 +81,9 @@ def _strict_json(raw: bytes, what: str) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise InvalidWeights(f"{what} is not valid UTF-8 (byte {error.start})") from error
+    if "\\u0000" in text:
+        # Legal JSON, but PostgreSQL cannot store it and no real tensor name needs it.
+        raise InvalidWeights(f"{what} contains a NUL character (\\u0000)")
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as error:
@@ -188,6 +191,8 @@ def index_check(document: Any, *, index_path: str, shards: dict[str, dict[str, i
     """
     if not isinstance(document, dict) or not isinstance(document.get("weight_map"), dict):
         raise InvalidWeights("index must be an object with a weight_map object")
+    if not document["weight_map"]:
+        raise InvalidWeights("index weight_map is empty")
     folder = PurePosixPath(index_path).parent
     # (shard, tensor) pairs: a tensor mapped to one shard must not also hide in another, where
     # a loader that reads whole shards would pick up a second copy the index never named.
@@ -220,7 +225,8 @@ def index_check(document: Any, *, index_path: str, shards: dict[str, dict[str, i
         raise InvalidWeights("index metadata must be an object")
     if "total_size" in metadata:
         total = sum(sum(shards[path].values()) for path in shards_named)
-        if metadata["total_size"] != total:
+        claimed = metadata["total_size"]
+        if type(claimed) is not int or claimed != total:  # not True for 1, nor 1.0
             raise InvalidWeights(
                 f"index total_size {metadata['total_size']} does not match the shards' "
                 f"{total} tensor bytes"

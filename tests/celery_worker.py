@@ -39,14 +39,18 @@ def route_tasks_to_test_queue() -> None:
 
 
 @contextmanager
-def celery_worker(*, concurrency: int = 1) -> Iterator[subprocess.Popen[bytes]]:
-    """A worker process on the test database, consuming TEST_QUEUE."""
-    env = dict(
-        os.environ,
-        DATABASE_URL=test_database_url(),
-        CELERY_TASK_DEFAULT_QUEUE=TEST_QUEUE,
-        CELERY_TRANSFER_QUEUE=TEST_QUEUE,
-    )
+def celery_worker(
+    *, concurrency: int = 1, env_extra: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker process on the test database, consuming TEST_QUEUE. With concurrency 1 it runs
+    tasks in its own process (solo pool), so killing it kills the work mid-flight."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "CELERY_TASK_DEFAULT_QUEUE": TEST_QUEUE,
+        "CELERY_TRANSFER_QUEUE": TEST_QUEUE,
+        **(env_extra or {}),
+    }
     WORKER_LOG.parent.mkdir(exist_ok=True)
     log = WORKER_LOG.open("ab")  # read it when a worker test fails
     process = subprocess.Popen(
@@ -61,6 +65,8 @@ def celery_worker(*, concurrency: int = 1) -> Iterator[subprocess.Popen[bytes]]:
             TEST_QUEUE,
             "--concurrency",
             str(concurrency),
+            "--pool",
+            "solo" if concurrency == 1 else "prefork",
             "--loglevel",
             "INFO",
             "--without-gossip",

@@ -106,7 +106,8 @@ def ingest_file_hash(*, file_id: int) -> None:
     try:
         digest = staged_object_digest(staged)  # the heavy part: no transaction, no lock
     except InvalidWeights as error:
-        _ingest_file_finish(row, state=IngestFile.State.FAILED, error=str(error))
+        # Messages quote the file (names, shapes): bounded, a hostile header cannot bloat rows.
+        _ingest_file_finish(row, state=IngestFile.State.FAILED, error=str(error)[:1000])
         return
     except Exception:
         # A storage error: give the claim back so the task's retry can take it again.

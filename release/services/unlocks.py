@@ -41,8 +41,12 @@ LIVE_STATES = (
     Unlock.State.READY,
 )
 DEFAULT_REQUIRED_APPROVALS = 2
-# A claimed push whose lease ran out belonged to a worker that died; the tick hands it on.
-PUSH_LEASE = timedelta(minutes=5)
+
+
+def _push_lease() -> timedelta:
+    """A claimed push whose lease ran out belonged to a worker that died; the tick hands it on.
+    Pushes renew their lease as bytes move, so this bounds silence, not duration."""
+    return timedelta(seconds=settings.UNLOCK_PUSH_LEASE_SECONDS)
 
 
 def _staff(user: User, what: str) -> None:
@@ -314,7 +318,7 @@ def _start_staging(unlock: Unlock) -> None:
         files = File.objects.filter(artifact__in=unlock.artifacts.all())
         # The lease also covers the wait in the queue: a message lost before any worker took it
         # is re-queued by the tick once it runs out.
-        lease = timezone.now() + PUSH_LEASE
+        lease = timezone.now() + _push_lease()
         UnlockFile.objects.bulk_create(
             [UnlockFile(unlock=unlock, file=f, lease_until=lease) for f in files],
             ignore_conflicts=True,
@@ -348,7 +352,7 @@ def _requeue_stalled_pushes(unlock: Unlock, now: datetime) -> None:
     stalled = list(stalled_rows.values_list("pk", flat=True))
     if stalled:
         UnlockFile.objects.filter(pk__in=stalled, state=UnlockFile.State.PENDING).update(
-            lease_until=now + PUSH_LEASE
+            lease_until=now + _push_lease()
         )
         logger.warning("unlock %s: re-queueing %d stalled pushes", unlock.pk, len(stalled))
         _queue_pushes(stalled)
@@ -385,7 +389,7 @@ def unlock_push_file(*, unlock_file_id: int) -> None:
         )
         .update(
             state=UnlockFile.State.PUSHING,
-            lease_until=now + PUSH_LEASE,
+            lease_until=now + _push_lease(),
             attempts=F("attempts") + 1,
             error="",
         )
@@ -399,7 +403,7 @@ def unlock_push_file(*, unlock_file_id: int) -> None:
     def progress(done: int) -> None:
         # Also renews the lease: a long push is not mistaken for a dead one.
         UnlockFile.objects.filter(pk=unlock_file_id, state=UnlockFile.State.PUSHING).update(
-            bytes_done=done, lease_until=timezone.now() + PUSH_LEASE
+            bytes_done=done, lease_until=timezone.now() + _push_lease()
         )
 
     try:
@@ -419,7 +423,7 @@ def unlock_push_file(*, unlock_file_id: int) -> None:
         UnlockFile.objects.filter(pk=unlock_file_id).update(
             state=UnlockFile.State.PENDING,
             error=f"will retry: {error}"[:2000],
-            lease_until=timezone.now() + PUSH_LEASE,
+            lease_until=timezone.now() + _push_lease(),
         )
         raise
     with transaction.atomic():

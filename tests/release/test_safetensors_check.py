@@ -73,7 +73,8 @@ def check(data: bytes) -> SafetensorsHeader:
     return header_parse(data[8 : 8 + n], header_size=n, file_size=len(data))
 
 
-def spec(dtype: str, shape: list[Any], begin: Any, end: Any) -> dict[str, Any]:
+def spec(dtype: Any, shape: Any, begin: Any, end: Any) -> dict[str, Any]:
+    """A tensor's header entry; any field may be of the wrong type, on purpose."""
     return {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
 
 
@@ -217,7 +218,7 @@ def test_zero_size_tensors_may_share_an_offset_anywhere_in_the_data():
         "empty_first": u8(0, 0),
         "a": u8(0, 4),
         "empty_middle": spec("F32", [0, 7], 4, 4),
-        "also_empty_middle": spec("BF16", [3, 0], 4, 4),
+        "also_empty_middle": spec("I64", [3, 0], 4, 4),
         "b": spec("F16", [2], 4, 8),
         "empty_last": u8(8, 8),
     }
@@ -966,3 +967,23 @@ def test_index_refuses_a_sample_shard_that_gained_a_tensor():
 def test_index_parse_refuses_ambiguous_or_broken_json(raw, message):
     with pytest.raises(InvalidWeights, match=message):
         index_parse(raw)
+
+
+def test_nul_characters_are_refused_before_they_reach_the_database():
+    data = build(b'{"a\\u0000b": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}', b"x")
+
+    with pytest.raises(InvalidWeights, match="NUL character"):
+        check(data)
+
+
+@pytest.mark.parametrize("claimed", [True, 14.0, "14"], ids=["bool", "float", "string"])
+def test_total_size_must_be_an_integer(claimed):
+    with pytest.raises(InvalidWeights, match="total_size"):
+        index_check(
+            index_document(metadata={"total_size": claimed}), index_path=INDEX_NAME, shards=SHARDS
+        )
+
+
+def test_empty_weight_map_is_refused():
+    with pytest.raises(InvalidWeights, match="weight_map is empty"):
+        index_check(index_document(weight_map={}), index_path=INDEX_NAME, shards=SHARDS)
