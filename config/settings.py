@@ -221,6 +221,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "Phase": "release.models.Phase",
+        "UnlockTarget": ["gated", "open"],
+    },
 }
 
 # Object storage (S3 API). Staging is where training uploads land; gated is private and reached

@@ -6,13 +6,29 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.template.defaultfilters import filesizeformat
 
 from config.errors import DomainError
 from release import services
-from release.models import Artifact, File, Heartbeat, Model, Phase, Version
+from release.models import (
+    Artifact,
+    File,
+    Heartbeat,
+    IngestFile,
+    IngestJob,
+    Model,
+    Phase,
+    ReleasePolicy,
+    Unlock,
+    UnlockApproval,
+    UnlockFile,
+    Version,
+)
+from release.selectors import unlock_progress
 
 
 class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -196,3 +212,295 @@ class HeartbeatAdmin(admin.ModelAdmin[Heartbeat]):
 
     def has_change_permission(self, request: HttpRequest, obj: Heartbeat | None = None) -> bool:
         return False
+
+
+class IngestFileInline(ReadOnlyInline):
+    model = IngestFile
+    fields = readonly_fields = ("path", "artifact", "state", "size", "sha256", "error")
+    show_change_link = False
+
+
+class IngestForm(forms.ModelForm[IngestJob]):
+    sources_text = forms.CharField(
+        label="Sources",
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One artifact per line: name=s3://staging-bucket/prefix/",
+    )
+
+    class Meta:
+        model = IngestJob
+        fields = ["model", "version_name"]
+
+    def clean_sources_text(self) -> dict[str, str]:
+        sources: dict[str, str] = {}
+        for line in self.cleaned_data["sources_text"].splitlines():
+            if not line.strip():
+                continue
+            name, sep, uri = line.strip().partition("=")
+            if not sep or not name.strip() or not uri.strip():
+                raise forms.ValidationError(f"{line!r}: expected name=s3://bucket/prefix/")
+            if name.strip() in sources:
+                raise forms.ValidationError(f"artifact {name.strip()!r} given twice")
+            sources[name.strip()] = uri.strip()
+        return sources
+
+
+@admin.register(IngestJob)
+class IngestJobAdmin(admin.ModelAdmin[IngestJob]):
+    """Start an ingest here (it runs on the workers); follow each file's state and errors."""
+
+    form = IngestForm
+    list_display = ["__str__", "state", "files_done", "created_by", "created_at", "finished_at"]
+    list_filter = ["state"]
+    inlines = [IngestFileInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: IngestJob | None = None) -> list[str]:
+        if obj is None:
+            return []
+        return [
+            "model",
+            "version_name",
+            "sources",
+            "state",
+            "version",
+            "error",
+            "created_by",
+            "created_at",
+            "finished_at",
+        ]
+
+    def get_fields(self, request: HttpRequest, obj: IngestJob | None = None) -> Any:
+        if obj is None:
+            return ["model", "version_name", "sources_text"]
+        return self.get_readonly_fields(request, obj)
+
+    def get_form(
+        self,
+        request: HttpRequest,
+        obj: IngestJob | None = None,
+        change: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        if obj is not None:
+            kwargs["form"] = forms.ModelForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def has_change_permission(self, request: HttpRequest, obj: IngestJob | None = None) -> bool:
+        return obj is None
+
+    def get_inlines(self, request: HttpRequest, obj: IngestJob | None) -> Any:
+        return self.inlines if obj else []  # the service creates the rows shown inline
+
+    def has_delete_permission(self, request: HttpRequest, obj: IngestJob | None = None) -> bool:
+        return False
+
+    @admin.display(description="files hashed")
+    def files_done(self, job: IngestJob) -> str:
+        done = job.files.filter(state__in=["done", "failed"]).count()
+        return f"{done} / {job.files.count()}"
+
+    def save_model(self, request: HttpRequest, obj: IngestJob, form: Any, change: bool) -> None:
+        assert isinstance(request.user, User)
+        job = services.ingest_start(
+            actor=request.user,
+            model=obj.model,
+            version_name=obj.version_name,
+            sources=form.cleaned_data["sources_text"],
+        )
+        obj.pk = job.pk
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        try:
+            return super().add_view(request, form_url, extra_context)
+        except DomainError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        """The service made every file row; the (read-only) inline has nothing to save."""
+
+
+@admin.register(ReleasePolicy)
+class ReleasePolicyAdmin(admin.ModelAdmin[ReleasePolicy]):
+    list_display = ["model", "required_approvals", "required_roles"]
+
+
+class UnlockApprovalInline(ReadOnlyInline):
+    model = UnlockApproval
+    fields = readonly_fields = ("approver", "decision", "roles", "comment", "created_at")
+    show_change_link = False
+
+
+class UnlockFileInline(ReadOnlyInline):
+    model = UnlockFile
+    fields = readonly_fields = ("file", "state", "bytes_done", "attempts", "lease_until", "error")
+    show_change_link = False
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea, max_length=2000)
+
+
+@admin.register(Unlock)
+class UnlockAdmin(admin.ModelAdmin[Unlock]):
+    """Schedule with the form; approve, reject and cancel with the actions. Times are stored in
+    UTC and shown in TIME_ZONE."""
+
+    list_display = ["__str__", "state", "not_before", "approvals_given", "progress", "created_by"]
+    list_filter = ["state", "target_phase"]
+    inlines = [UnlockApprovalInline, UnlockFileInline]
+    actions = ["approve", "reject", "cancel"]
+    filter_horizontal = ["artifacts"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Unlock | None = None) -> list[str]:
+        if obj is None:
+            return []
+        return [
+            "version",
+            "artifacts",
+            "target_phase",
+            "not_before",
+            "state",
+            "required_approvals",
+            "required_roles",
+            "created_by",
+            "created_at",
+            "reason",
+            "delayed_since",
+            "flipped_at",
+            "progress",
+        ]
+
+    def get_fields(self, request: HttpRequest, obj: Unlock | None = None) -> Any:
+        if obj is None:
+            return ["version", "artifacts", "target_phase", "not_before"]
+        return self.get_readonly_fields(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Unlock | None = None) -> bool:
+        return obj is None
+
+    def get_inlines(self, request: HttpRequest, obj: Unlock | None) -> Any:
+        return self.inlines if obj else []  # the service creates the rows shown inline
+
+    def has_delete_permission(self, request: HttpRequest, obj: Unlock | None = None) -> bool:
+        return False
+
+    @admin.display(description="approvals")
+    def approvals_given(self, unlock: Unlock) -> str:
+        given = unlock.approvals.filter(decision="approve").count()
+        return f"{given} / {unlock.required_approvals}"
+
+    @admin.display(description="pushed and verified")
+    def progress(self, unlock: Unlock) -> str:
+        p = unlock_progress(unlock=unlock)
+        if not p.files_total:
+            return "-"
+        return (
+            f"{p.files_done}/{p.files_total} files, "
+            f"{filesizeformat(p.bytes_done)} of {filesizeformat(p.bytes_total)}"
+        )
+
+    def save_model(self, request: HttpRequest, obj: Unlock, form: Any, change: bool) -> None:
+        assert isinstance(request.user, User)
+        unlock = services.unlock_schedule(
+            actor=request.user,
+            version=form.cleaned_data["version"],
+            artifacts=[a.name for a in form.cleaned_data["artifacts"]],
+            target_phase=form.cleaned_data["target_phase"],
+            not_before=form.cleaned_data["not_before"],
+        )
+        obj.pk = unlock.pk
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        """The service set the artifacts."""
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        try:
+            return super().add_view(request, form_url, extra_context)
+        except DomainError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[Unlock], verb: str, call: Any) -> None:
+        for unlock in queryset:
+            try:
+                call(unlock)
+            except DomainError as error:
+                self.message_user(request, f"{unlock}: {error.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{unlock}: {verb}.")
+
+    @admin.action(description="Approve the selected unlocks")
+    def approve(self, request: HttpRequest, queryset: QuerySet[Unlock]) -> None:
+        assert isinstance(request.user, User)
+        user = request.user
+        self._each(
+            request,
+            queryset,
+            "approved",
+            lambda unlock: services.unlock_approve(unlock=unlock, approver=user),
+        )
+
+    def _with_reason(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Unlock],
+        action: str,
+        title: str,
+        done: str,
+        call: Any,
+    ) -> HttpResponse | None:
+        form = ReasonForm(request.POST if "reason" in request.POST else None)
+        if form.is_valid():
+            self._each(
+                request,
+                queryset,
+                done,
+                lambda unlock: call(unlock, form.cleaned_data["reason"]),
+            )
+            return None
+        return render(
+            request,
+            "admin/release/reason_form.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "objects": queryset,
+                "form": form,
+                "action": action,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            },
+        )
+
+    @admin.action(description="Reject the selected unlocks (asks for a reason)")
+    def reject(self, request: HttpRequest, queryset: QuerySet[Unlock]) -> HttpResponse | None:
+        assert isinstance(request.user, User)
+        user = request.user
+        return self._with_reason(
+            request,
+            queryset,
+            "reject",
+            "Reject unlocks",
+            "rejected",
+            lambda unlock, reason: services.unlock_reject(
+                unlock=unlock, approver=user, comment=reason
+            ),
+        )
+
+    @admin.action(description="Cancel the selected unlocks (asks for a reason)")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Unlock]) -> HttpResponse | None:
+        assert isinstance(request.user, User)
+        user = request.user
+        return self._with_reason(
+            request,
+            queryset,
+            "cancel",
+            "Cancel unlocks",
+            "cancelled",
+            lambda unlock, reason: services.unlock_cancel(unlock=unlock, actor=user, reason=reason),
+        )

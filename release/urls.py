@@ -1,6 +1,7 @@
 from django.urls import path
 
-from release import api
+from licensing.api import SigningKeyListApi
+from release import api, api_pipeline
 
 # Hub-style names allow dots, so no DRF format suffixes here.
 urlpatterns = [
@@ -19,4 +20,39 @@ urlpatterns = [
         api.FileListApi.as_view(),
         name="file-list",
     ),
+    path(
+        "models/<str:org>/<str:name>/versions/<str:revision>/signature",
+        api_pipeline.VersionSignatureApi.as_view(),
+        name="version-signature",
+    ),
+    path(
+        "models/<str:org>/<str:name>/ingests/",
+        api_pipeline.IngestCreateApi.as_view(),
+        name="ingest-create",
+    ),
+    path("ingests/<int:ingest_id>/", api_pipeline.IngestDetailApi.as_view(), name="ingest-detail"),
+    path("unlocks/", api_pipeline.UnlockListApi.as_view(), name="unlock-list"),
+    path("unlocks/schedule", api_pipeline.UnlockScheduleApi.as_view(), name="unlock-schedule"),
+    path("unlocks/<int:unlock_id>/", api_pipeline.UnlockDetailApi.as_view(), name="unlock-detail"),
+    path(
+        "unlocks/<int:unlock_id>/approve",
+        api_pipeline.UnlockApproveApi.as_view(),
+        name="unlock-approve",
+    ),
+    path(
+        "unlocks/<int:unlock_id>/reject",
+        api_pipeline.UnlockRejectApi.as_view(),
+        name="unlock-reject",
+    ),
+    path(
+        "unlocks/<int:unlock_id>/cancel",
+        api_pipeline.UnlockCancelApi.as_view(),
+        name="unlock-cancel",
+    ),
+    path(
+        "unlocks/<int:unlock_id>/reschedule",
+        api_pipeline.UnlockRescheduleApi.as_view(),
+        name="unlock-reschedule",
+    ),
+    path("signing-keys/", SigningKeyListApi.as_view(), name="signing-key-list"),
 ]

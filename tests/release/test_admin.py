@@ -112,3 +112,97 @@ def test_non_staff_cannot_open_the_admin(client, outsider):
 
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+@pytest.mark.django_db
+def test_admin_banner_names_a_failed_unlock(admin_client_, admin_user):
+    from datetime import UTC, datetime
+
+    from release.models import Unlock
+
+    version = make_release()
+    unlock = Unlock.objects.create(
+        version=version,
+        target_phase=Phase.GATED,
+        not_before=datetime.now(UTC),
+        required_approvals=0,
+        created_by=admin_user,
+        state=Unlock.State.FAILED,
+        reason="weights.bin: staging object has sha256 00ff",
+    )
+
+    page = admin_client_.get("/admin/").content.decode()
+
+    assert f"unlock #{unlock.pk}" in page
+    assert "staging object has sha256 00ff" in page
+
+
+@pytest.mark.django_db
+def test_admin_schedules_and_approves_unlocks_through_services(admin_client_, admin_user):
+    from release.models import Unlock
+    from tests.factories import make_user
+
+    version = make_release()
+    artifact = version.artifacts.get()
+    response = admin_client_.post(
+        "/admin/release/unlock/add/",
+        {
+            "version": version.pk,
+            "artifacts": [artifact.pk],
+            "target_phase": "gated",
+            "not_before_0": "2030-01-01",
+            "not_before_1": "09:00:00",
+            "approvals-TOTAL_FORMS": 0,
+            "approvals-INITIAL_FORMS": 0,
+            "files-TOTAL_FORMS": 0,
+            "files-INITIAL_FORMS": 0,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    unlock = Unlock.objects.get()
+    assert unlock.created_by == admin_user
+    assert list(unlock.artifacts.all()) == [artifact]
+
+    own = admin_client_.post(
+        "/admin/release/unlock/",
+        {"action": "approve", "_selected_action": [unlock.pk]},
+        follow=True,
+    )
+    assert "someone else must approve it" in own.content.decode()
+
+    other = make_user("reviewer", is_staff=True, is_superuser=True)
+    admin_client_.force_login(other)
+    admin_client_.post(
+        "/admin/release/unlock/", {"action": "approve", "_selected_action": [unlock.pk]}
+    )
+    assert unlock.approvals.count() == 1
+
+    admin_client_.post(
+        "/admin/release/unlock/",
+        {"action": "cancel", "_selected_action": [unlock.pk], "reason": "hold"},
+    )
+    unlock.refresh_from_db()
+    assert unlock.state == Unlock.State.CANCELLED
+    assert unlock.reason == "hold"
+
+
+@pytest.mark.django_db
+def test_admin_refused_ingest_shows_the_report(admin_client_):
+    from release.models import IngestJob
+    from release.services import model_create
+
+    model = model_create(actor=None, org="acme", name="x")
+    response = admin_client_.post(
+        "/admin/release/ingestjob/add/",
+        {
+            "model": model.pk,
+            "version_name": "v1",
+            "sources_text": "base=s3://weightgate-staging/tests/nothing-here/",
+            "files-TOTAL_FORMS": 0,
+            "files-INITIAL_FORMS": 0,
+        },
+        follow=True,
+    )
+
+    assert "no files under" in response.content.decode()
+    assert not IngestJob.objects.exists()

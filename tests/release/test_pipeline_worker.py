@@ -23,14 +23,22 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def people():
-    return (make_user("scheduler", is_staff=True), make_user("alice", is_staff=True),
-            make_user("bob", is_staff=True))
+    return (
+        make_user("scheduler", is_staff=True),
+        make_user("alice", is_staff=True),
+        make_user("bob", is_staff=True),
+    )
 
 
 def schedule_now(version, people, artifacts=("base",)):
     scheduler, *approvers = people
-    unlock = services.unlock_schedule(actor=scheduler, version=version, artifacts=list(artifacts),
-                                      target_phase=Phase.GATED, not_before=datetime.now(UTC))
+    unlock = services.unlock_schedule(
+        actor=scheduler,
+        version=version,
+        artifacts=list(artifacts),
+        target_phase=Phase.GATED,
+        not_before=datetime.now(UTC),
+    )
     for person in approvers:
         services.unlock_approve(unlock=unlock, approver=person)  # the last one queues the work
     return unlock
@@ -44,10 +52,13 @@ def test_workers_hash_every_file_and_seal_the_version():
     files = sample_model_files(shards=4, seed=os.getpid())
 
     with celery_worker(concurrency=2):
-        job = services.ingest_start(actor=None, model=model, version_name="v1",
-                                    sources={"base": stage(files)})
-        wait_for(lambda: IngestJob.objects.get(pk=job.pk).state in ("sealed", "failed"),
-                 what="the ingest to finish")
+        job = services.ingest_start(
+            actor=None, model=model, version_name="v1", sources={"base": stage(files)}
+        )
+        wait_for(
+            lambda: IngestJob.objects.get(pk=job.pk).state in ("sealed", "failed"),
+            what="the ingest to finish",
+        )
 
     job.refresh_from_db()
     assert job.state == IngestJob.State.SEALED, job.error
@@ -60,8 +71,10 @@ def test_workers_push_and_flip_an_unlock_for_now(people):
 
     with celery_worker(concurrency=2):
         unlock = schedule_now(version, people)
-        wait_for(lambda: Unlock.objects.get(pk=unlock.pk).state in ("done", "failed"),
-                 what="the unlock to flip")
+        wait_for(
+            lambda: Unlock.objects.get(pk=unlock.pk).state in ("done", "failed"),
+            what="the unlock to flip",
+        )
 
     unlock.refresh_from_db()
     assert unlock.state == Unlock.State.DONE, unlock.reason
@@ -81,9 +94,12 @@ def test_a_worker_killed_mid_push_is_replaced_and_the_publish_completes(people, 
 
     with celery_worker(env_extra=short_lease) as doomed:
         unlock = schedule_now(version, people)
-        wait_for(lambda: UnlockFile.objects.filter(unlock=unlock, bytes_done__gt=0,
-                                                   state="pushing").exists(),
-                 what="the push to start")
+        wait_for(
+            lambda: UnlockFile.objects.filter(
+                unlock=unlock, bytes_done__gt=0, state="pushing"
+            ).exists(),
+            what="the push to start",
+        )
         os.kill(doomed.pid, signal.SIGKILL)
         doomed.wait()
 
@@ -92,11 +108,15 @@ def test_a_worker_killed_mid_push_is_replaced_and_the_publish_completes(people, 
     assert not blob_present(bucket=settings.S3_BUCKET_GATED, sha256=blob.sha256, size=blob.size)
 
     with celery_worker(env_extra=short_lease):
-        wait_for(lambda: UnlockFile.objects.get(pk=row.pk).lease_until < datetime.now(UTC),
-                 what="the dead worker's lease to run out")
+        assert row.lease_until is not None
+        wait_for(
+            lambda: row.lease_until < datetime.now(UTC), what="the dead worker's lease to run out"
+        )
         services.unlocks_tick()  # what beat does every few seconds
-        wait_for(lambda: Unlock.objects.get(pk=unlock.pk).state in ("done", "failed"),
-                 what="the unlock to complete")
+        wait_for(
+            lambda: Unlock.objects.get(pk=unlock.pk).state in ("done", "failed"),
+            what="the unlock to complete",
+        )
 
     unlock.refresh_from_db()
     assert unlock.state == Unlock.State.DONE, unlock.reason
@@ -106,7 +126,8 @@ def test_a_worker_killed_mid_push_is_replaced_and_the_publish_completes(people, 
     for chunk in stored["Body"].iter_chunks(8 * 1024 * 1024):
         digest.update(chunk)
     assert digest.hexdigest() == blob.sha256
-    leftovers = s3_client().list_multipart_uploads(Bucket=settings.S3_BUCKET_GATED,
-                                                   Prefix=blob_key(blob.sha256))
+    leftovers = s3_client().list_multipart_uploads(
+        Bucket=settings.S3_BUCKET_GATED, Prefix=blob_key(blob.sha256)
+    )
     assert not leftovers.get("Uploads")
     assert Model.objects.filter(pk=version.model_id).exists()
