@@ -424,3 +424,35 @@ def test_multipart_push_with_wrong_digest_leaves_nothing(small_parts):
         Bucket=settings.S3_BUCKET_GATED, Prefix=blob_key(claimed)
     )
     assert not uploads.get("Uploads")
+
+
+def test_a_storage_outage_delays_the_push_and_corrupts_nothing(
+    release_v1, staff, approvers, settings
+):
+    from botocore.exceptions import EndpointConnectionError
+
+    from release.storage import s3_client as client_factory
+
+    version = release_v1[0]
+    unlock = approved(version, staff, approvers, at=datetime.now(UTC))
+    unlock_advance(unlock_id=unlock.pk)
+    row = unlock.files.first()
+    assert row is not None
+    real_endpoint = settings.S3_ENDPOINT_URL
+    settings.S3_ENDPOINT_URL = "http://127.0.0.1:9"  # nothing listens: the store is "down"
+    client_factory.cache_clear()
+    try:
+        with pytest.raises(EndpointConnectionError):
+            unlock_push_file(unlock_file_id=row.pk)
+    finally:
+        settings.S3_ENDPOINT_URL = real_endpoint
+        client_factory.cache_clear()
+
+    row.refresh_from_db()
+    assert row.state == UnlockFile.State.PENDING  # handed back for the task's retry
+    assert "will retry" in row.error
+    assert Unlock.objects.get(pk=unlock.pk).state == Unlock.State.STAGING
+
+    push_all(unlock)  # the store is back
+    unlock_advance(unlock_id=unlock.pk)
+    assert Unlock.objects.get(pk=unlock.pk).state == Unlock.State.DONE
