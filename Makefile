@@ -42,7 +42,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: install
+typecheck: services  # the django-stubs plugin loads settings, which read .local/env
 	$(BIN)/mypy config release licensing infra bench tests
 
 pytest: services
