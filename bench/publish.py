@@ -561,7 +561,7 @@ class PublishBench:
                     sha256=f.sha256,
                     storage_key=f.storage_key,
                 )
-            services.version_seal(actor=None, version=again)
+            again = services.version_seal(actor=None, version=again)
             unlock_id, started = self._unlock_start(again, not_before_in=FLIP_LEAD)
             timeline = self.unlock_wait(
                 unlock_id,
@@ -874,7 +874,7 @@ def driver_main(params_json: str) -> int:
         status = 130
     finally:
         bench.cleanup()
-    bench.report()
+        bench.report()  # what was measured, also when something failed part way
     return status
 
 

@@ -56,12 +56,18 @@ def artifacts_visible_to(*, user: Viewer) -> QuerySet[Artifact]:
 def versions_visible_to(*, user: Viewer, model: Model | None = None) -> QuerySet[Version]:
     """Versions with at least one visible artifact, each with only its visible artifacts."""
     artifacts = artifacts_visible_to(user=user)
-    # The manifest lists every file: heavy, and no listing needs it.
-    versions = Version.objects.filter(pk__in=artifacts.values("version_id")).defer("manifest")
+    # The manifest and signatures list every file: heavy, and no listing needs them.
+    versions = Version.objects.filter(pk__in=artifacts.values("version_id")).defer(
+        "manifest", "signature"
+    )
     if model is not None:
         versions = versions.filter(model=model)
     return versions.prefetch_related(
-        Prefetch("artifacts", queryset=artifacts.order_by("name"), to_attr="visible_artifacts")
+        Prefetch(
+            "artifacts",
+            queryset=artifacts.order_by("name").defer("signature"),
+            to_attr="visible_artifacts",
+        )
     )
 
 
