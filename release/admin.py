@@ -43,6 +43,32 @@ class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
         return False
 
 
+class CreatedByServiceAdmin(admin.ModelAdmin[Any]):
+    """For things a service creates from the add form and that nobody edits afterwards: a
+    refusal from the service shows as a message, and the rows shown inline are the service's."""
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        return self.inlines if obj else []
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        try:
+            return super().add_view(request, form_url, extra_context)
+        except DomainError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        """The service saved every related row already."""
+
+
 class VersionInline(ReadOnlyInline):
     model = Version
     fields = readonly_fields = ("name", "commit", "sealed_at", "created_at")
@@ -246,7 +272,7 @@ class IngestForm(forms.ModelForm[IngestJob]):
 
 
 @admin.register(IngestJob)
-class IngestJobAdmin(admin.ModelAdmin[IngestJob]):
+class IngestJobAdmin(CreatedByServiceAdmin):
     """Start an ingest here (it runs on the workers); follow each file's state and errors."""
 
     form = IngestForm
@@ -285,15 +311,6 @@ class IngestJobAdmin(admin.ModelAdmin[IngestJob]):
             kwargs["form"] = forms.ModelForm
         return super().get_form(request, obj, change, **kwargs)
 
-    def has_change_permission(self, request: HttpRequest, obj: IngestJob | None = None) -> bool:
-        return obj is None
-
-    def get_inlines(self, request: HttpRequest, obj: IngestJob | None) -> Any:
-        return self.inlines if obj else []  # the service creates the rows shown inline
-
-    def has_delete_permission(self, request: HttpRequest, obj: IngestJob | None = None) -> bool:
-        return False
-
     @admin.display(description="files hashed")
     def files_done(self, job: IngestJob) -> str:
         done = job.files.filter(state__in=["done", "failed"]).count()
@@ -308,18 +325,6 @@ class IngestJobAdmin(admin.ModelAdmin[IngestJob]):
             sources=form.cleaned_data["sources_text"],
         )
         obj.pk = job.pk
-
-    def add_view(
-        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        try:
-            return super().add_view(request, form_url, extra_context)
-        except DomainError as error:
-            self.message_user(request, error.message, messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
-
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        """The service made every file row; the (read-only) inline has nothing to save."""
 
 
 @admin.register(ReleasePolicy)
@@ -344,7 +349,7 @@ class ReasonForm(forms.Form):
 
 
 @admin.register(Unlock)
-class UnlockAdmin(admin.ModelAdmin[Unlock]):
+class UnlockAdmin(CreatedByServiceAdmin):
     """Schedule with the form; approve, reject and cancel with the actions. Times are stored in
     UTC and shown in TIME_ZONE."""
 
@@ -378,15 +383,6 @@ class UnlockAdmin(admin.ModelAdmin[Unlock]):
             return ["version", "artifacts", "target_phase", "not_before"]
         return self.get_readonly_fields(request, obj)
 
-    def has_change_permission(self, request: HttpRequest, obj: Unlock | None = None) -> bool:
-        return obj is None
-
-    def get_inlines(self, request: HttpRequest, obj: Unlock | None) -> Any:
-        return self.inlines if obj else []  # the service creates the rows shown inline
-
-    def has_delete_permission(self, request: HttpRequest, obj: Unlock | None = None) -> bool:
-        return False
-
     @admin.display(description="approvals")
     def approvals_given(self, unlock: Unlock) -> str:
         given = unlock.approvals.filter(decision="approve").count()
@@ -412,18 +408,6 @@ class UnlockAdmin(admin.ModelAdmin[Unlock]):
             not_before=form.cleaned_data["not_before"],
         )
         obj.pk = unlock.pk
-
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        """The service set the artifacts."""
-
-    def add_view(
-        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        try:
-            return super().add_view(request, form_url, extra_context)
-        except DomainError as error:
-            self.message_user(request, error.message, messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
 
     def _each(self, request: HttpRequest, queryset: QuerySet[Unlock], verb: str, call: Any) -> None:
         for unlock in queryset:

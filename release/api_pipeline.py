@@ -226,68 +226,62 @@ class RescheduleIn(serializers.Serializer[Any]):
     not_before = serializers.DateTimeField()
 
 
-class UnlockApproveApi(APIView):
+class _UnlockDecisionApi(APIView):
+    """POST {input} to /unlocks/{id}/<verb>: validate, call the service, return the unlock."""
+
+    permission_classes = [IsAdminUser]
+    input_serializer: type[serializers.Serializer[Any]]
+
+    def act(self, unlock: Unlock, user: User, data: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def post(self, request: Request, unlock_id: int) -> Response:
+        body = self.input_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        self.act(
+            _get(_unlocks(), "unlock", pk=unlock_id), _staff_user(request), body.validated_data
+        )
+        return Response(UnlockOut(_get(_unlocks(), "unlock", pk=unlock_id)).data)
+
+
+@extend_schema(request=DecisionIn, responses=UnlockOut)
+class UnlockApproveApi(_UnlockDecisionApi):
     """Approve an unlock (not your own; with a required role when the policy names some)."""
 
-    permission_classes = [IsAdminUser]
+    input_serializer = DecisionIn
 
-    @extend_schema(request=DecisionIn, responses=UnlockOut)
-    def post(self, request: Request, unlock_id: int) -> Response:
-        body = DecisionIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        unlock = _get(_unlocks(), "unlock", pk=unlock_id)
-        services.unlock_approve(
-            unlock=unlock, approver=_staff_user(request), comment=body.validated_data["comment"]
-        )
-        return Response(UnlockOut(_get(_unlocks(), "unlock", pk=unlock_id)).data)
+    def act(self, unlock: Unlock, user: User, data: dict[str, Any]) -> None:
+        services.unlock_approve(unlock=unlock, approver=user, comment=data["comment"])
 
 
-class UnlockRejectApi(APIView):
+@extend_schema(request=ReasonIn, responses=UnlockOut)
+class UnlockRejectApi(_UnlockDecisionApi):
     """Reject an unlock with a reason: it is cancelled."""
 
-    permission_classes = [IsAdminUser]
+    input_serializer = ReasonIn
 
-    @extend_schema(request=ReasonIn, responses=UnlockOut)
-    def post(self, request: Request, unlock_id: int) -> Response:
-        body = ReasonIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        unlock = _get(_unlocks(), "unlock", pk=unlock_id)
-        services.unlock_reject(
-            unlock=unlock, approver=_staff_user(request), comment=body.validated_data["reason"]
-        )
-        return Response(UnlockOut(_get(_unlocks(), "unlock", pk=unlock_id)).data)
+    def act(self, unlock: Unlock, user: User, data: dict[str, Any]) -> None:
+        services.unlock_reject(unlock=unlock, approver=user, comment=data["reason"])
 
 
-class UnlockCancelApi(APIView):
+@extend_schema(request=ReasonIn, responses=UnlockOut)
+class UnlockCancelApi(_UnlockDecisionApi):
     """Cancel a pending unlock with a reason."""
 
-    permission_classes = [IsAdminUser]
+    input_serializer = ReasonIn
 
-    @extend_schema(request=ReasonIn, responses=UnlockOut)
-    def post(self, request: Request, unlock_id: int) -> Response:
-        body = ReasonIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        unlock = _get(_unlocks(), "unlock", pk=unlock_id)
-        services.unlock_cancel(
-            unlock=unlock, actor=_staff_user(request), reason=body.validated_data["reason"]
-        )
-        return Response(UnlockOut(_get(_unlocks(), "unlock", pk=unlock_id)).data)
+    def act(self, unlock: Unlock, user: User, data: dict[str, Any]) -> None:
+        services.unlock_cancel(unlock=unlock, actor=user, reason=data["reason"])
 
 
-class UnlockRescheduleApi(APIView):
+@extend_schema(request=RescheduleIn, responses=UnlockOut)
+class UnlockRescheduleApi(_UnlockDecisionApi):
     """Move an unlock's due time; its approvals are cleared and must be given again."""
 
-    permission_classes = [IsAdminUser]
+    input_serializer = RescheduleIn
 
-    @extend_schema(request=RescheduleIn, responses=UnlockOut)
-    def post(self, request: Request, unlock_id: int) -> Response:
-        body = RescheduleIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        unlock = _get(_unlocks(), "unlock", pk=unlock_id)
-        services.unlock_reschedule(
-            unlock=unlock, actor=_staff_user(request), not_before=body.validated_data["not_before"]
-        )
-        return Response(UnlockOut(_get(_unlocks(), "unlock", pk=unlock_id)).data)
+    def act(self, unlock: Unlock, user: User, data: dict[str, Any]) -> None:
+        services.unlock_reschedule(unlock=unlock, actor=user, not_before=data["not_before"])
 
 
 class VersionSignatureApi(APIView):
