@@ -199,11 +199,13 @@ class ArtifactAdmin(admin.ModelAdmin[Artifact]):
             return None
         return render(
             request,
-            "admin/release/artifact/withdraw.html",
+            "admin/release/reason_form.html",
             {
                 **self.admin_site.each_context(request),
                 "title": "Withdraw artifacts",
-                "artifacts": queryset,
+                "warning": "Withdrawing stops serving these at once. It cannot be undone.",
+                "action": "withdraw",
+                "objects": queryset,
                 "form": form,
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
                 "opts": self.model._meta,

@@ -18,15 +18,17 @@ def heartbeat(self: Any) -> None:
 
 # Storage errors worth retrying: the object store or the network, not the content.
 TRANSIENT_STORAGE_ERRORS = (BotoCoreError, ClientError, ConnectionError, TimeoutError)
+# For tasks that move bytes: retried with exponential backoff and jitter, for about half an hour.
+STORAGE_RETRIES = {
+    "autoretry_for": TRANSIENT_STORAGE_ERRORS,
+    "retry_backoff": 5,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
 
 
-@shared_task(
-    autoretry_for=TRANSIENT_STORAGE_ERRORS,
-    retry_backoff=5,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=10,
-)
+@shared_task(**STORAGE_RETRIES)
 def ingest_hash_file(file_id: int) -> None:
     """Stream one staged file once: sha256, size, header checks."""
     services.ingest_file_hash(file_id=file_id)
@@ -51,13 +53,7 @@ def unlock_advance(unlock_id: int) -> None:
     unlocks.unlock_advance(unlock_id=unlock_id)
 
 
-@shared_task(
-    autoretry_for=TRANSIENT_STORAGE_ERRORS,
-    retry_backoff=5,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=10,
-)
+@shared_task(**STORAGE_RETRIES)
 def unlock_push_file(unlock_file_id: int) -> None:
     """Push one file to distribution storage, verified; safe to run twice."""
     unlocks.unlock_push_file(unlock_file_id=unlock_file_id)
