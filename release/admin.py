@@ -21,7 +21,6 @@ from release.models import (
     IngestFile,
     IngestJob,
     Model,
-    Phase,
     ReleasePolicy,
     Unlock,
     UnlockApproval,
@@ -141,11 +140,9 @@ class VersionAdmin(admin.ModelAdmin[Version]):
                 self.message_user(request, f"Sealed {sealed} as commit {sealed.commit}.")
 
 
-class WithdrawForm(forms.Form):
+class ReasonForm(forms.Form):
     reason = forms.CharField(
-        widget=forms.Textarea,
-        max_length=2000,
-        help_text="Recorded in the audit log and shown to administrators.",
+        widget=forms.Textarea, max_length=2000, help_text="Recorded in the audit log."
     )
 
 
@@ -155,7 +152,8 @@ class ArtifactAdmin(admin.ModelAdmin[Artifact]):
     list_filter = ["phase", "version__model"]
     search_fields = ["name", "version__name", "version__model__org", "version__model__name"]
     readonly_fields = ["phase", "phase_changed_at"]
-    actions = ["make_gated", "make_open", "withdraw"]
+    # Phases move forward only through approved unlocks (Unlock admin); withdrawal is immediate.
+    actions = ["withdraw"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Artifact | None = None) -> list[str]:
         return ["version", "name", *self.readonly_fields] if obj else self.readonly_fields
@@ -170,32 +168,20 @@ class ArtifactAdmin(admin.ModelAdmin[Artifact]):
             )
             obj.pk = created.pk
 
-    def _move(
-        self, request: HttpRequest, queryset: QuerySet[Artifact], phase: str, reason: str = ""
-    ) -> None:
-        for artifact in queryset:
-            try:
-                services.artifact_set_phase(
-                    actor=request.user, artifact=artifact, phase=phase, reason=reason
-                )
-            except DomainError as error:
-                self.message_user(request, error.message, messages.ERROR)
-            else:
-                self.message_user(request, f"{artifact} is now {phase}.")
-
-    @admin.action(description="Move to gated (access on approval)")
-    def make_gated(self, request: HttpRequest, queryset: QuerySet[Artifact]) -> None:
-        self._move(request, queryset, Phase.GATED)
-
-    @admin.action(description="Move to open (anyone may download)")
-    def make_open(self, request: HttpRequest, queryset: QuerySet[Artifact]) -> None:
-        self._move(request, queryset, Phase.OPEN)
-
     @admin.action(description="Withdraw (emergency stop; asks for a reason)")
     def withdraw(self, request: HttpRequest, queryset: QuerySet[Artifact]) -> HttpResponse | None:
-        form = WithdrawForm(request.POST if "reason" in request.POST else None)
+        assert isinstance(request.user, User)
+        form = ReasonForm(request.POST if "reason" in request.POST else None)
         if form.is_valid():
-            self._move(request, queryset, Phase.WITHDRAWN, form.cleaned_data["reason"])
+            for artifact in queryset:
+                try:
+                    services.artifact_withdraw(
+                        actor=request.user, artifact=artifact, reason=form.cleaned_data["reason"]
+                    )
+                except DomainError as error:
+                    self.message_user(request, f"{artifact}: {error.message}", messages.ERROR)
+                else:
+                    self.message_user(request, f"{artifact} is withdrawn.")
             return None
         return render(
             request,
@@ -344,10 +330,6 @@ class UnlockFileInline(ReadOnlyInline):
     model = UnlockFile
     fields = readonly_fields = ("file", "state", "bytes_done", "attempts", "lease_until", "error")
     show_change_link = False
-
-
-class ReasonForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea, max_length=2000)
 
 
 @admin.register(Unlock)

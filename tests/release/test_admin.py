@@ -52,21 +52,19 @@ def test_admin_creates_a_model_through_the_service(admin_client_):
 
 
 @pytest.mark.django_db
-def test_admin_action_moves_phase_and_reports_refusals(admin_client_):
-    version = make_release()
-    artifact = version.artifacts.get()
+def test_admin_offers_no_shortcut_around_approved_unlocks(admin_client_):
+    """Phases move forward only through unlocks (approved, pushed, verified)."""
+    artifact = make_release().artifacts.get()
 
-    admin_client_.post(
+    response = admin_client_.post(
         "/admin/release/artifact/", {"action": "make_open", "_selected_action": [artifact.pk]}
     )
-    refused = admin_client_.post(
-        "/admin/release/artifact/",
-        {"action": "make_gated", "_selected_action": [artifact.pk]},
-        follow=True,
-    )
 
-    assert Artifact.objects.get(pk=artifact.pk).phase == Phase.OPEN
-    assert "cannot move from open to gated" in refused.content.decode()
+    assert Artifact.objects.get(pk=artifact.pk).phase == Phase.PROPRIETARY
+    assert response.status_code == 302  # Django ignores an unknown action
+    page = admin_client_.get("/admin/release/artifact/").content.decode()
+    assert 'value="withdraw"' in page
+    assert 'value="make_open"' not in page
 
 
 @pytest.mark.django_db
