@@ -7,9 +7,12 @@ class DomainError(Exception):
     code = "invalid"
     status = 400
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, detail: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail  # per-field problems, when there are several
         if code is not None:
             self.code = code
 

@@ -11,7 +11,10 @@ from config.errors import DomainError
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DomainError):
-        return Response({"error": {"code": exc.code, "message": exc.message}}, status=exc.status)
+        error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+        if exc.detail:
+            error["detail"] = exc.detail
+        return Response({"error": error}, status=exc.status)
     response = exception_handler(exc, context)
     if response is None:
         return None  # an unexpected error: Django's 500 handling and logging take it

@@ -75,3 +75,151 @@ class SigningKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kid} ({self.state})"
+
+
+class License(models.Model):
+    """One version of a license text. Published means immutable: requests and grants cite its
+    sha256, so what someone accepted can always be shown byte for byte."""
+
+    slug = models.SlugField(max_length=64, help_text="e.g. llama-community")
+    version = models.CharField(max_length=32)
+    title = models.CharField(max_length=200)
+    text = models.TextField()
+    text_sha256 = models.CharField(max_length=64, editable=False)
+    commercial_use = models.BooleanField(default=False)
+    mau_cap = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Monthly active users above which a separate license "
+        "is needed (Llama's 700M clause); empty for none.")
+    attribution_required = models.BooleanField(default=False)
+    acceptable_use_url = models.URLField(blank=True)
+    published_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["slug", "version"], name="license_unique_version"),
+        ]
+        ordering = ["slug", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.title} {self.version}"
+
+
+class PartnerOrganisation(models.Model):
+    """An organisation whose members may download a model while it is still proprietary."""
+
+    name = models.CharField(max_length=200, unique=True)
+    members = models.ManyToManyField("auth.User", related_name="partner_organisations",
+                                     blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class GatePolicy(models.Model):
+    """How developers get access to a gated model: which license, which form, who decides."""
+
+    class Mode(models.TextChoices):
+        AUTO = "auto", "Approve at once"
+        MANUAL = "manual", "Reviewed by staff"
+
+    class Notify(models.TextChoices):
+        REALTIME = "realtime", "On every new request"
+        DIGEST = "digest", "Daily digest"
+
+    model = models.OneToOneField("release.Model", on_delete=models.CASCADE,
+                                 related_name="gate_policy")
+    license = models.ForeignKey(License, on_delete=models.PROTECT, null=True, blank=True,
+                                help_text="The license version a request accepts now.")
+    approval_mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.MANUAL)
+    form_fields = models.JSONField(
+        default=list, blank=True,
+        help_text='[{"name", "label", "type": text|select|country|date|checkbox, '
+                  '"required", "options": [...] for select}]')
+    blocked_countries = models.JSONField(default=list, blank=True,
+                                         help_text="ISO 3166-1 alpha-2 codes")
+    partners = models.ManyToManyField(PartnerOrganisation, blank=True, related_name="models")
+    grant_ttl_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Grants expire after this many days; empty: never.")
+    reviewer_notifications = models.CharField(max_length=8, choices=Notify.choices,
+                                              default=Notify.REALTIME)
+
+    class Meta:
+        verbose_name_plural = "gate policies"
+
+    def __str__(self) -> str:
+        return f"gate policy of {self.model}"
+
+
+class AccessRequest(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        WITHDRAWN = "withdrawn"
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="access_requests")
+    model = models.ForeignKey("release.Model", on_delete=models.CASCADE,
+                              related_name="access_requests")
+    license = models.ForeignKey(License, on_delete=models.PROTECT, null=True, blank=True)
+    license_sha256 = models.CharField(max_length=64, blank=True)
+    answers = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    reviewer = models.ForeignKey("auth.User", on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="+")
+    reason = models.CharField(max_length=500, blank=True, help_text="Shown to the requester.")
+    may_reapply = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # One live request per person and model: a decision is about one request.
+            models.UniqueConstraint(
+                fields=["user", "model"],
+                condition=models.Q(status__in=["pending", "approved"]),
+                name="access_request_one_live",
+            ),
+        ]
+        indexes = [models.Index(fields=["model", "status", "created_at"])]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} -> {self.model} ({self.status})"
+
+
+class Grant(models.Model):
+    """A signed license grant: the JWS proves, offline, who may use which weights under which
+    license text. Exactly one live grant per approved request (database constraint)."""
+
+    jti = models.UUIDField(unique=True, editable=False)
+    request = models.ForeignKey(AccessRequest, on_delete=models.PROTECT, null=True, blank=True,
+                                related_name="grants")
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="grants")
+    model = models.ForeignKey("release.Model", on_delete=models.CASCADE, related_name="grants")
+    artifacts = models.JSONField(default=list, help_text='["*"] for every artifact')
+    license = models.ForeignKey(License, on_delete=models.PROTECT)
+    license_sha256 = models.CharField(max_length=64)
+    kid = models.CharField(max_length=64)
+    token = models.TextField(help_text="The compact JWS.")
+    issued_at = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=500, blank=True)
+    suspended_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set while an artifact is withdrawn; lifted by staff.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request"], condition=models.Q(revoked_at__isnull=True),
+                name="grant_one_live_per_request",
+            ),
+        ]
+        indexes = [models.Index(fields=["user", "model"])]
+        ordering = ["-issued_at"]
+
+    def __str__(self) -> str:
+        return f"grant {self.jti} ({self.user} -> {self.model})"
