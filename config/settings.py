@@ -271,7 +271,16 @@ HEARTBEAT_INTERVAL = timedelta(seconds=env_int("HEARTBEAT_INTERVAL_SECONDS", 30,
 UNLOCK_PRESTAGE_LEAD_HOURS = env_int("UNLOCK_PRESTAGE_LEAD_HOURS", 24)
 UNLOCK_TICK_SECONDS = env_int("UNLOCK_TICK_SECONDS", 15, minimum=1)
 UNLOCK_PUSH_LEASE_SECONDS = env_int("UNLOCK_PUSH_LEASE_SECONDS", 300, minimum=1)
+# The signed revocation list expires this long after it is signed (clients then know it is
+# stale); it is re-signed on every revocation and every REVOCATION_LIST_REFRESH_SECONDS.
+REVOCATION_LIST_TTL_SECONDS = env_int("REVOCATION_LIST_TTL_SECONDS", 600, minimum=60)
+REVOCATION_LIST_REFRESH_SECONDS = env_int("REVOCATION_LIST_REFRESH_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
+    "revocation-list": {
+        "task": "licensing.tasks.revocation_list_refresh",
+        "schedule": float(REVOCATION_LIST_REFRESH_SECONDS),
+        "options": {"expires": float(REVOCATION_LIST_REFRESH_SECONDS)},
+    },
     "unlocks-tick": {
         "task": "release.tasks.unlocks_tick",
         "schedule": float(UNLOCK_TICK_SECONDS),

@@ -3,6 +3,8 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from licensing.urls import well_known
+
 
 def healthz(request: HttpRequest) -> JsonResponse:
     """The process is up. Deliberately touches nothing else (it is also the benchmark's bare
@@ -14,6 +16,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("release.urls")),
+    path("api/v1/", include("licensing.urls")),
+    path(".well-known/", include(well_known)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

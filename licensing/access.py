@@ -48,10 +48,13 @@ def license_publish(*, actor: User, license: License) -> License:
         locked.text_sha256 = hashlib.sha256(locked.text.encode()).hexdigest()
         locked.published_at = timezone.now()
         locked.save(update_fields=["text_sha256", "published_at"])
-        audit_record(actor=actor, action="license.published", subject_type="license",
-                     subject_id=locked.pk,
-                     data={"license": locked.slug, "version": locked.version,
-                           "sha256": locked.text_sha256})
+        audit_record(
+            actor=actor,
+            action="license.published",
+            subject_type="license",
+            subject_id=locked.pk,
+            data={"license": locked.slug, "version": locked.version, "sha256": locked.text_sha256},
+        )
     return locked
 
 
@@ -69,10 +72,13 @@ def gate_policy_set(*, actor: User, model: Any, **fields: Any) -> GatePolicy:
             setattr(policy, name, value)
         policy.full_clean(exclude=["model", "license"])
         policy.save()
-        audit_record(actor=actor, action="gate_policy.changed", subject_type="model",
-                     subject_id=model.pk,
-                     data={name: (str(v) if name == "license" else v)
-                           for name, v in fields.items()})
+        audit_record(
+            actor=actor,
+            action="gate_policy.changed",
+            subject_type="model",
+            subject_id=model.pk,
+            data={name: (str(v) if name == "license" else v) for name, v in fields.items()},
+        )
     return policy
 
 
@@ -100,31 +106,55 @@ def access_request_submit(
         )
     cleaned = form_answers_clean(policy.form_fields, answers)
     blocked = set(policy.blocked_countries)
-    countries = {v for f in policy.form_fields if f["type"] == "country"
-                 for v in [cleaned.get(f["name"])] if v}
+    countries = {
+        v
+        for f in policy.form_fields
+        if f["type"] == "country"
+        for v in [cleaned.get(f["name"])]
+        if v
+    }
     if countries & blocked:
-        raise NotAllowed(f"{model} is not available in {', '.join(sorted(countries & blocked))}",
-                         code="country_blocked")
+        raise NotAllowed(
+            f"{model} is not available in {', '.join(sorted(countries & blocked))}",
+            code="country_blocked",
+        )
     with transaction.atomic():
-        last = (AccessRequest.objects.select_for_update()
-                .filter(user=user, model=model).order_by("-created_at").first())
+        last = (
+            AccessRequest.objects.select_for_update()
+            .filter(user=user, model=model)
+            .order_by("-created_at")
+            .first()
+        )
         if last is not None and last.status in (Status.PENDING, Status.APPROVED):
-            raise NotAllowed(f"you already have a {last.status} request for {model}",
-                             code="already_requested")
+            raise NotAllowed(
+                f"you already have a {last.status} request for {model}", code="already_requested"
+            )
         if last is not None and last.status == Status.REJECTED and not last.may_reapply:
-            raise NotAllowed(f"your request for {model} was rejected: {last.reason}",
-                             code="reapply_not_allowed")
+            raise NotAllowed(
+                f"your request for {model} was rejected: {last.reason}", code="reapply_not_allowed"
+            )
         try:
             with transaction.atomic():
                 request = AccessRequest.objects.create(
-                    user=user, model=model, license=license, license_sha256=license.text_sha256,
-                    answers=cleaned, ip=ip, user_agent=user_agent[:512])
+                    user=user,
+                    model=model,
+                    license=license,
+                    license_sha256=license.text_sha256,
+                    answers=cleaned,
+                    ip=ip,
+                    user_agent=user_agent[:512],
+                )
         except IntegrityError as error:  # a concurrent submit by the same person
-            raise NotAllowed(f"you already have a request for {model}",
-                             code="already_requested") from error
-        audit_record(actor=user, action="access_request.created", subject_type="access_request",
-                     subject_id=request.pk,
-                     data={"model": str(model), "license_sha256": license.text_sha256})
+            raise NotAllowed(
+                f"you already have a request for {model}", code="already_requested"
+            ) from error
+        audit_record(
+            actor=user,
+            action="access_request.created",
+            subject_type="access_request",
+            subject_id=request.pk,
+            data={"model": str(model), "license_sha256": license.text_sha256},
+        )
         notifications.access_request_event("access_request.created", request)
         if policy.approval_mode == GatePolicy.Mode.AUTO:
             return _approve(request, reviewer=None, policy=policy)
@@ -132,8 +162,11 @@ def access_request_submit(
 
 
 def _lock_request(request: AccessRequest) -> AccessRequest:
-    return AccessRequest.objects.select_for_update().select_related("model", "license").get(
-        pk=request.pk)
+    return (
+        AccessRequest.objects.select_for_update()
+        .select_related("model", "license")
+        .get(pk=request.pk)
+    )
 
 
 def access_request_approve(*, request: AccessRequest, reviewer: User) -> AccessRequest:
@@ -152,8 +185,13 @@ def _approve(request: AccessRequest, *, reviewer: User | None, policy: GatePolic
     request.reason = ""
     request.save(update_fields=["status", "reviewer", "decided_at", "reason"])
     grant = _grant_issue(request=request, policy=policy)
-    audit_record(actor=reviewer, action="access_request.approved", subject_type="access_request",
-                 subject_id=request.pk, data={"grant": str(grant.jti), "auto": reviewer is None})
+    audit_record(
+        actor=reviewer,
+        action="access_request.approved",
+        subject_type="access_request",
+        subject_id=request.pk,
+        data={"grant": str(grant.jti), "auto": reviewer is None},
+    )
     notifications.access_request_event("access_request.approved", request)
     return request
 
@@ -172,12 +210,20 @@ def access_request_reject(
         if locked.status not in (Status.PENDING, Status.APPROVED):
             raise NotAllowed(f"the request is {locked.status}", code="not_open")
         _revoke_live(locked, actor=reviewer, reason=f"access rejected: {reason}")
-        locked.status, locked.reviewer, locked.decided_at = Status.REJECTED, reviewer, timezone.now()
+        locked.status, locked.reviewer, locked.decided_at = (
+            Status.REJECTED,
+            reviewer,
+            timezone.now(),
+        )
         locked.reason, locked.may_reapply = reason, may_reapply
         locked.save(update_fields=["status", "reviewer", "decided_at", "reason", "may_reapply"])
-        audit_record(actor=reviewer, action="access_request.rejected",
-                     subject_type="access_request", subject_id=locked.pk,
-                     data={"reason": reason, "may_reapply": may_reapply})
+        audit_record(
+            actor=reviewer,
+            action="access_request.rejected",
+            subject_type="access_request",
+            subject_id=locked.pk,
+            data={"reason": reason, "may_reapply": may_reapply},
+        )
         notifications.access_request_event("access_request.rejected", locked)
     return locked
 
@@ -192,8 +238,13 @@ def access_request_cancel(*, request: AccessRequest, reviewer: User) -> AccessRe
         _revoke_live(locked, actor=reviewer, reason="access cancelled by a reviewer")
         locked.status, locked.reviewer, locked.decided_at = Status.PENDING, reviewer, None
         locked.save(update_fields=["status", "reviewer", "decided_at"])
-        audit_record(actor=reviewer, action="access_request.cancelled",
-                     subject_type="access_request", subject_id=locked.pk, data={})
+        audit_record(
+            actor=reviewer,
+            action="access_request.cancelled",
+            subject_type="access_request",
+            subject_id=locked.pk,
+            data={},
+        )
     return locked
 
 
@@ -207,8 +258,13 @@ def access_request_withdraw(*, request: AccessRequest, user: User) -> AccessRequ
             raise NotAllowed(f"the request is {locked.status}, not pending", code="not_pending")
         locked.status = Status.WITHDRAWN
         locked.save(update_fields=["status"])
-        audit_record(actor=user, action="access_request.withdrawn",
-                     subject_type="access_request", subject_id=locked.pk, data={})
+        audit_record(
+            actor=user,
+            action="access_request.withdrawn",
+            subject_type="access_request",
+            subject_id=locked.pk,
+            data={},
+        )
     return locked
 
 
@@ -220,15 +276,22 @@ def access_grant_direct(*, model: Any, user: User, reviewer: User) -> AccessRequ
     if policy is None or policy.license is None:
         raise NotAllowed(f"{model} has no license to grant under", code="not_gated")
     with transaction.atomic():
-        live = AccessRequest.objects.select_for_update().filter(
-            user=user, model=model, status__in=[Status.PENDING, Status.APPROVED]).first()
+        live = (
+            AccessRequest.objects.select_for_update()
+            .filter(user=user, model=model, status__in=[Status.PENDING, Status.APPROVED])
+            .first()
+        )
         if live is not None and live.status == Status.APPROVED:
             raise NotAllowed(f"{user} already has access to {model}", code="already_granted")
         if live is None:
             live = AccessRequest.objects.create(
-                user=user, model=model, license=policy.license,
-                license_sha256=policy.license.text_sha256, answers={},
-                user_agent="granted by staff")
+                user=user,
+                model=model,
+                license=policy.license,
+                license_sha256=policy.license.text_sha256,
+                answers={},
+                user_agent="granted by staff",
+            )
         return _approve(live, reviewer=reviewer, policy=policy)
 
 
@@ -239,38 +302,59 @@ def _grant_issue(*, request: AccessRequest, policy: GatePolicy) -> Grant:
     assert request.license is not None
     key = signing_key_active(purpose=SigningKey.Purpose.GRANTS)
     issued_at = timezone.now()
-    expires_at = (issued_at + timedelta(days=policy.grant_ttl_days)
-                  if policy.grant_ttl_days else None)
+    expires_at = (
+        issued_at + timedelta(days=policy.grant_ttl_days) if policy.grant_ttl_days else None
+    )
     jti = uuid.uuid4()
     artifacts = ["*"]
     token = grant_token(
-        key=key, issuer=settings.SITE_URL, grant_id=str(jti), user_id=request.user_id,
-        model=str(request.model), artifacts=artifacts, license_id=request.license.slug,
-        license_version=request.license.version, license_sha256=request.license_sha256,
-        issued_at=issued_at, expires_at=expires_at)
+        key=key,
+        issuer=settings.SITE_URL,
+        grant_id=str(jti),
+        user_id=request.user_id,
+        model=str(request.model),
+        artifacts=artifacts,
+        license_id=request.license.slug,
+        license_version=request.license.version,
+        license_sha256=request.license_sha256,
+        issued_at=issued_at,
+        expires_at=expires_at,
+    )
     try:
         with transaction.atomic():
             return Grant.objects.create(
-                jti=jti, request=request, user_id=request.user_id, model_id=request.model_id,
-                artifacts=artifacts, license=request.license,
-                license_sha256=request.license_sha256, kid=key.kid, token=token,
-                issued_at=issued_at, expires_at=expires_at)
+                jti=jti,
+                request=request,
+                user_id=request.user_id,
+                model_id=request.model_id,
+                artifacts=artifacts,
+                license=request.license,
+                license_sha256=request.license_sha256,
+                kid=key.kid,
+                token=token,
+                issued_at=issued_at,
+                expires_at=expires_at,
+            )
     except IntegrityError as error:
         # Two approvals raced past the row lock (or skipped it): the database keeps one grant.
         raise NotAllowed("this request already has a grant", code="already_granted") from error
 
 
 def _revoke_live(request: AccessRequest, *, actor: User | None, reason: str) -> None:
-    for grant in Grant.objects.select_for_update().filter(request=request,
-                                                          revoked_at__isnull=True):
+    for grant in Grant.objects.select_for_update().filter(request=request, revoked_at__isnull=True):
         _revoke(grant, actor=actor, reason=reason)
 
 
 def _revoke(grant: Grant, *, actor: User | None, reason: str) -> None:
     grant.revoked_at, grant.revoked_reason = timezone.now(), reason[:500]
     grant.save(update_fields=["revoked_at", "revoked_reason"])
-    audit_record(actor=actor, action="grant.revoked", subject_type="grant", subject_id=grant.jti,
-                 data={"reason": reason})
+    audit_record(
+        actor=actor,
+        action="grant.revoked",
+        subject_type="grant",
+        subject_id=str(grant.jti),
+        data={"reason": reason},
+    )
     notifications.grant_event("grant.revoked", grant)
 
 
@@ -292,9 +376,50 @@ def grants_suspend_for_model(*, model: Any, actor: User | None, reason: str) -> 
     """An artifact of the model was withdrawn: every live grant stops working until staff lift
     the suspension. Returns how many grants were suspended."""
     with transaction.atomic():
-        count = Grant.objects.filter(model=model, revoked_at__isnull=True,
-                                     suspended_at__isnull=True).update(suspended_at=timezone.now())
+        count = Grant.objects.filter(
+            model=model, revoked_at__isnull=True, suspended_at__isnull=True
+        ).update(suspended_at=timezone.now())
         if count:
-            audit_record(actor=actor, action="grant.suspended", subject_type="model",
-                         subject_id=model.pk, data={"grants": count, "reason": reason})
+            audit_record(
+                actor=actor,
+                action="grant.suspended",
+                subject_type="model",
+                subject_id=model.pk,
+                data={"grants": count, "reason": reason},
+            )
     return count
+
+
+def access_requests_handle(
+    *,
+    model: Any,
+    ids: list[int],
+    status: str,
+    reviewer: User,
+    reason: str = "",
+    may_reapply: bool = False,
+) -> tuple[list[int], dict[int, str]]:
+    """Bulk review, like the Hub's: `approved`, `rejected` or `pending` (cancel an approval) for
+    each request of `model` in `ids`. Each is decided in its own transaction, so one refusal
+    does not undo the others. Returns (handled ids, {refused id: why})."""
+    _staff(reviewer, "review access requests")
+    if status not in ("approved", "rejected", "pending"):
+        raise DomainError("status must be approved, rejected or pending", code="invalid_status")
+    found = {r.pk: r for r in AccessRequest.objects.filter(model=model, pk__in=ids)}
+    handled: list[int] = []
+    refused: dict[int, str] = {i: "no such request for this model" for i in ids if i not in found}
+    for request_id, request in found.items():
+        try:
+            if status == "approved":
+                access_request_approve(request=request, reviewer=reviewer)
+            elif status == "rejected":
+                access_request_reject(
+                    request=request, reviewer=reviewer, reason=reason, may_reapply=may_reapply
+                )
+            else:
+                access_request_cancel(request=request, reviewer=reviewer)
+        except DomainError as error:
+            refused[request_id] = error.message
+        else:
+            handled.append(request_id)
+    return handled, refused

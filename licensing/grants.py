@@ -26,7 +26,7 @@ REVOCATIONS_TYPE = "wg-revocations+jwt"
 def _sign(claims: dict[str, Any], *, key: SigningKey, typ: str) -> str:
     return jwt.encode(
         claims,
-        signing_key_private(key),  # type: ignore[arg-type]
+        signing_key_private(key),
         algorithm=key.algorithm,
         headers={"kid": key.kid, "typ": typ},
     )

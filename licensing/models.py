@@ -88,8 +88,11 @@ class License(models.Model):
     text_sha256 = models.CharField(max_length=64, editable=False)
     commercial_use = models.BooleanField(default=False)
     mau_cap = models.PositiveBigIntegerField(
-        null=True, blank=True, help_text="Monthly active users above which a separate license "
-        "is needed (Llama's 700M clause); empty for none.")
+        null=True,
+        blank=True,
+        help_text="Monthly active users above which a separate license "
+        "is needed (Llama's 700M clause); empty for none.",
+    )
     attribution_required = models.BooleanField(default=False)
     acceptable_use_url = models.URLField(blank=True)
     published_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -109,8 +112,7 @@ class PartnerOrganisation(models.Model):
     """An organisation whose members may download a model while it is still proprietary."""
 
     name = models.CharField(max_length=200, unique=True)
-    members = models.ManyToManyField("auth.User", related_name="partner_organisations",
-                                     blank=True)
+    members = models.ManyToManyField("auth.User", related_name="partner_organisations", blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -127,22 +129,33 @@ class GatePolicy(models.Model):
         REALTIME = "realtime", "On every new request"
         DIGEST = "digest", "Daily digest"
 
-    model = models.OneToOneField("release.Model", on_delete=models.CASCADE,
-                                 related_name="gate_policy")
-    license = models.ForeignKey(License, on_delete=models.PROTECT, null=True, blank=True,
-                                help_text="The license version a request accepts now.")
+    model = models.OneToOneField(
+        "release.Model", on_delete=models.CASCADE, related_name="gate_policy"
+    )
+    license = models.ForeignKey(
+        License,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        help_text="The license version a request accepts now.",
+    )
     approval_mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.MANUAL)
     form_fields = models.JSONField(
-        default=list, blank=True,
+        default=list,
+        blank=True,
         help_text='[{"name", "label", "type": text|select|country|date|checkbox, '
-                  '"required", "options": [...] for select}]')
-    blocked_countries = models.JSONField(default=list, blank=True,
-                                         help_text="ISO 3166-1 alpha-2 codes")
+        '"required", "options": [...] for select}]',
+    )
+    blocked_countries = models.JSONField(
+        default=list, blank=True, help_text="ISO 3166-1 alpha-2 codes"
+    )
     partners = models.ManyToManyField(PartnerOrganisation, blank=True, related_name="models")
     grant_ttl_days = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Grants expire after this many days; empty: never.")
-    reviewer_notifications = models.CharField(max_length=8, choices=Notify.choices,
-                                              default=Notify.REALTIME)
+        null=True, blank=True, help_text="Grants expire after this many days; empty: never."
+    )
+    reviewer_notifications = models.CharField(
+        max_length=8, choices=Notify.choices, default=Notify.REALTIME
+    )
 
     class Meta:
         verbose_name_plural = "gate policies"
@@ -159,16 +172,18 @@ class AccessRequest(models.Model):
         WITHDRAWN = "withdrawn"
 
     user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="access_requests")
-    model = models.ForeignKey("release.Model", on_delete=models.CASCADE,
-                              related_name="access_requests")
+    model = models.ForeignKey(
+        "release.Model", on_delete=models.CASCADE, related_name="access_requests"
+    )
     license = models.ForeignKey(License, on_delete=models.PROTECT, null=True, blank=True)
     license_sha256 = models.CharField(max_length=64, blank=True)
     answers = models.JSONField(default=dict, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    reviewer = models.ForeignKey("auth.User", on_delete=models.SET_NULL, null=True, blank=True,
-                                 related_name="+")
+    reviewer = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     reason = models.CharField(max_length=500, blank=True, help_text="Shown to the requester.")
     may_reapply = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -195,8 +210,9 @@ class Grant(models.Model):
     license text. Exactly one live grant per approved request (database constraint)."""
 
     jti = models.UUIDField(unique=True, editable=False)
-    request = models.ForeignKey(AccessRequest, on_delete=models.PROTECT, null=True, blank=True,
-                                related_name="grants")
+    request = models.ForeignKey(
+        AccessRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="grants"
+    )
     user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="grants")
     model = models.ForeignKey("release.Model", on_delete=models.CASCADE, related_name="grants")
     artifacts = models.JSONField(default=list, help_text='["*"] for every artifact')
@@ -209,12 +225,14 @@ class Grant(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_reason = models.CharField(max_length=500, blank=True)
     suspended_at = models.DateTimeField(
-        null=True, blank=True, help_text="Set while an artifact is withdrawn; lifted by staff.")
+        null=True, blank=True, help_text="Set while an artifact is withdrawn; lifted by staff."
+    )
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["request"], condition=models.Q(revoked_at__isnull=True),
+                fields=["request"],
+                condition=models.Q(revoked_at__isnull=True),
                 name="grant_one_live_per_request",
             ),
         ]
@@ -223,3 +241,60 @@ class Grant(models.Model):
 
     def __str__(self) -> str:
         return f"grant {self.jti} ({self.user} -> {self.model})"
+
+
+class WebhookEndpoint(models.Model):
+    """A URL told about a model's access and release events, each POST signed with the
+    endpoint's secret (HMAC-SHA256). The secret is kept only encrypted under
+    SIGNING_MASTER_KEY (we must sign with it, so it cannot be a one-way hash) and is shown once,
+    when it is made (`licensing.notifications`)."""
+
+    model = models.ForeignKey("release.Model", on_delete=models.CASCADE,
+                              related_name="webhook_endpoints")
+    url = models.URLField(max_length=2000)
+    # AES-256-GCM nonce + ciphertext of the secret, the endpoint's id as associated data.
+    secret_encrypted = models.BinaryField(editable=False)
+    events = models.JSONField(default=list, blank=True,
+                              help_text="Event names to send; empty for every event.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["model", "id"]
+
+    def __str__(self) -> str:
+        return f"webhook #{self.pk} {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint, and what became of it: the delivery log. The row is written
+    in the transaction of the change it reports, so a committed change always has its
+    delivery, and a rolled-back one never does."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE,
+                                 related_name="deliveries")
+    event = models.CharField(max_length=64)
+    payload = models.JSONField(help_text="The body sent: id, event, created_at, data.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True, help_text="The start of the last response.")
+    last_error = models.TextField(blank=True)
+    # While pending: when the next attempt may start. An attempt in flight pushes it forward
+    # (a lease), so two copies of the task never post the same delivery at once.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"delivery #{self.pk} {self.event} ({self.status})"

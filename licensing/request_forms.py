@@ -41,10 +41,13 @@ def form_fields_check(fields: Any) -> list[dict[str, Any]]:
             raise InvalidForm(f"field name {name!r} must be a unique identifier")
         seen.add(name)
         if field.get("type") not in FIELD_TYPES:
-            raise InvalidForm(f"field {name!r}: type must be one of {', '.join(sorted(FIELD_TYPES))}")
+            raise InvalidForm(
+                f"field {name!r}: type must be one of {', '.join(sorted(FIELD_TYPES))}"
+            )
         options = field.get("options")
         if field["type"] == "select" and (
-            not isinstance(options, list) or not options
+            not isinstance(options, list)
+            or not options
             or not all(isinstance(o, str) and o for o in options)
         ):
             raise InvalidForm(f"field {name!r}: a select needs a list of string options")

@@ -1,9 +1,14 @@
 """Reads of the licensing app."""
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from licensing.audit_chain import GENESIS_HASH, event_hash
-from licensing.models import AuditEvent
+from licensing.models import AccessRequest, AuditEvent, GatePolicy, Grant, SigningKey
 
 
 @dataclass(frozen=True)
@@ -34,3 +39,72 @@ def audit_chain_verify() -> AuditChainReport:
         expected_prev = event.hash
         checked += 1
     return AuditChainReport(checked)
+
+
+# --- Grants, keys and revocations --------------------------------------------------------------
+
+
+def grant_live_for(*, user: Any, model_id: int, now: datetime | None = None) -> Grant | None:
+    """The grant that lets `user` use `model` now: not revoked, not suspended, not expired, and
+    for the license version the model requires today (a new version must be accepted anew).
+    This is the one answer to "does this person hold access?"."""
+    if not user.is_authenticated:
+        return None
+    now = now or timezone.now()
+    policy = GatePolicy.objects.filter(model_id=model_id).values("license_id").first()
+    if policy is None or policy["license_id"] is None:
+        return None
+    return (
+        Grant.objects.filter(
+            user_id=user.pk,
+            model_id=model_id,
+            revoked_at__isnull=True,
+            suspended_at__isnull=True,
+            license_id=policy["license_id"],
+        )
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .order_by("-issued_at")
+        .first()
+    )
+
+
+def grant_signing_keys(*, now: datetime | None = None) -> list[SigningKey]:
+    """Keys in the JWKS: the active grant key, and every retired one that still has a grant
+    which is neither revoked nor expired (so rotation never breaks an outstanding grant)."""
+    now = now or timezone.now()
+    live_kids = (
+        Grant.objects.filter(revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .values("kid")
+    )
+    return list(
+        SigningKey.objects.filter(purpose=SigningKey.Purpose.GRANTS)
+        .filter(Q(state=SigningKey.State.ACTIVE) | Q(kid__in=live_kids))
+        .order_by("-created_at")
+    )
+
+
+def revoked_grant_ids(*, now: datetime | None = None) -> list[str]:
+    """Revoked grants that would otherwise still be valid (expired ones need no listing)."""
+    now = now or timezone.now()
+    return [
+        str(jti)
+        for jti in Grant.objects.filter(revoked_at__isnull=False)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .values_list("jti", flat=True)
+    ]
+
+
+def access_requests_for_review(*, model_id: int, status: str) -> QuerySet[AccessRequest]:
+    return (
+        AccessRequest.objects.filter(model_id=model_id, status=status)
+        .select_related("user", "license", "reviewer")
+        .order_by("created_at", "id")
+    )
+
+
+def partner_may_see_proprietary(*, user: Any, model_id: int) -> bool:
+    """A member of a partner organisation named by the model's gate policy."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    return GatePolicy.objects.filter(model_id=model_id, partners__members=user).exists()

@@ -1,5 +1,5 @@
 """Reads of the catalog that depend on who is asking. Every visibility decision starts from
-`artifact_phases_visible_to`, the one answer to "which phases may this user see?"."""
+`artifacts_visible_to`, the one answer to "which artifacts may this person see listed?"."""
 
 import re
 from dataclasses import dataclass
@@ -33,24 +33,25 @@ def viewer_is_staff(user: Viewer) -> bool:
     return bool(user.is_authenticated and user.is_active and getattr(user, "is_staff", False))
 
 
-def artifact_phases_visible_to(*, user: Viewer) -> frozenset[str] | None:
-    """The phases whose artifacts `user` may see listed; None means every phase (staff).
-
-    Proprietary and withdrawn artifacts are invisible to everyone but staff. (Gated artifacts are
-    listed to everyone; downloading them is a separate question.)
-    """
-    if viewer_is_staff(user):
-        return None
-    return PUBLIC_PHASES
-
-
 def artifacts_visible_to(*, user: Viewer) -> QuerySet[Artifact]:
-    phases = artifact_phases_visible_to(user=user)
+    """The one answer to "which artifacts may this person see listed?":
+
+    - staff: every artifact;
+    - members of a partner organisation named by a model's gate policy: that model's
+      proprietary artifacts too (early access), of sealed versions;
+    - everyone else: gated and open artifacts of sealed versions. (Seeing a gated artifact is
+      not downloading it: that is a separate question.)
+
+    Withdrawn artifacts and unsealed versions are invisible to all but staff.
+    """
     artifacts = Artifact.objects.all()
-    if phases is None:
+    if viewer_is_staff(user):
         return artifacts
+    visible = Q(phase__in=PUBLIC_PHASES)
+    if user.is_authenticated and user.is_active:
+        visible |= Q(phase=Phase.PROPRIETARY, version__model__gate_policy__partners__members=user)
     # An unsealed version is work in progress: nothing of it is public even if a phase says so.
-    return artifacts.filter(phase__in=phases, version__sealed_at__isnull=False)
+    return artifacts.filter(visible, version__sealed_at__isnull=False).distinct()
 
 
 def versions_visible_to(*, user: Viewer, model: Model | None = None) -> QuerySet[Version]:

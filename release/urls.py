@@ -1,6 +1,5 @@
 from django.urls import path
 
-from licensing.api import SigningKeyListApi
 from release import api, api_pipeline
 
 # Hub-style names allow dots, so no DRF format suffixes here.
@@ -54,5 +53,4 @@ urlpatterns = [
         api_pipeline.UnlockRescheduleApi.as_view(),
         name="unlock-reschedule",
     ),
-    path("signing-keys/", SigningKeyListApi.as_view(), name="signing-key-list"),
 ]

@@ -16,6 +16,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from config.errors import DomainError, NotAllowed
+from licensing.access import grants_suspend_for_model
 from licensing.services import audit_record
 from release.models import (
     Artifact,
@@ -511,8 +512,8 @@ def unlock_flip(*, unlock_id: int, now: datetime | None = None) -> Unlock:
 
 
 def artifact_withdraw(*, actor: User, artifact: Artifact, reason: str) -> Artifact:
-    """Emergency stop: the artifact stops being served at once and every live unlock that
-    covers it is cancelled. (Suspending license grants joins this when grants exist.)"""
+    """Emergency stop: the artifact stops being served at once, every live unlock that covers it
+    is cancelled, and the model's license grants are suspended until staff lift it."""
     _staff(actor, "withdraw artifacts")
     with transaction.atomic():
         withdrawn = artifact_set_phase(
@@ -520,4 +521,6 @@ def artifact_withdraw(*, actor: User, artifact: Artifact, reason: str) -> Artifa
         )
         for unlock in Unlock.objects.filter(state__in=LIVE_STATES, artifacts=artifact):
             unlock_cancel(unlock=unlock, actor=actor, reason=f"{artifact} withdrawn: {reason}")
+        grants_suspend_for_model(model=withdrawn.version.model, actor=actor,
+                                 reason=f"{artifact} withdrawn: {reason}")
     return withdrawn

@@ -173,3 +173,38 @@ def test_write_methods_are_refused(api, staff):
 
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_partner_organisation_members_see_the_proprietary_model_early(api, outsider, secret):
+    from licensing.models import GatePolicy, PartnerOrganisation
+    from tests.factories import make_user
+
+    partner = make_user("agency-analyst")
+    agency = PartnerOrganisation.objects.create(name="Safety Institute")
+    agency.members.add(partner)
+    GatePolicy.objects.create(model=secret.model).partners.add(agency)
+
+    member_view = login(api, partner).get("/api/v1/models/acme/secret/")
+    stranger_view = staff_client(outsider).get("/api/v1/models/acme/secret/")
+    anonymous_view = APIClient().get("/api/v1/models/acme/secret/")
+
+    assert member_view.status_code == 200
+    assert artifact_phases(member_view.json()) == {"base": "proprietary"}
+    assert stranger_view.status_code == 404
+    assert anonymous_view.status_code == 404
+
+
+def test_partner_of_one_model_sees_nothing_extra_elsewhere(api, secret):
+    from licensing.models import GatePolicy, PartnerOrganisation
+    from tests.factories import make_user
+
+    other = make_release(org="acme", name="other-secret", artifacts={"base": Phase.PROPRIETARY})
+    partner = make_user("agency-analyst")
+    agency = PartnerOrganisation.objects.create(name="Safety Institute")
+    agency.members.add(partner)
+    GatePolicy.objects.create(model=secret.model).partners.add(agency)
+
+    response = login(api, partner).get("/api/v1/models/")
+
+    assert [m["id"] for m in response.json()["results"]] == ["acme/secret"]
+    assert other.model.repo_id not in response.content.decode()
