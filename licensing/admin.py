@@ -48,3 +48,7 @@ class SigningKeyAdmin(admin.ModelAdmin[SigningKey]):
 
     def has_delete_permission(self, request: HttpRequest, obj: SigningKey | None = None) -> bool:
         return False
+
+
+# The access flow (licenses, policies, requests, grants) has its own module.
+from licensing import admin_access  # noqa: E402, F401
