@@ -8,7 +8,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from licensing import access
 from licensing.keys import signing_key_ensure
+from licensing.models import License
 from release import services
 from release.models import Model
 from release.sample_weights import sample_model_files, sample_tokenizer_files
@@ -19,6 +21,17 @@ CARD = """# Tiny Llama (demo)
 
 A four-layer decoder made of random numbers, to show Weightgate's staged release:
 the **base** weights and the **tokenizer** start proprietary; unlocks move them to gated, then open.
+"""
+
+
+LICENSE_TEXT = """TINY LLAMA COMMUNITY LICENSE, version 1.0 (demo)
+
+You may use, reproduce and modify the Tiny Llama materials, and build on them, provided that:
+1. you keep this notice and say "Built with Tiny Llama" where you ship something built on them;
+2. if your products had more than 700 million monthly active users on the release date, you ask
+   us for a separate license first;
+3. you follow the acceptable use policy.
+The materials come as they are, without warranty of any kind.
 """
 
 
@@ -33,7 +46,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, username: str, password_file: str, **options: Any) -> None:
         password = self._admin(username, Path(password_file))
-        if Model.objects.filter(org=REPO_ORG, name=REPO_NAME).exists():
+        existing = Model.objects.filter(org=REPO_ORG, name=REPO_NAME).first()
+        if existing is not None and not hasattr(existing, "gate_policy"):
+            self._gate(existing)  # seeded before licensing existed
+        if existing is not None:
             self.stdout.write(f"demo model {REPO_ORG}/{REPO_NAME} already seeded")
         else:
             self._model()
@@ -90,3 +106,46 @@ class Command(BaseCommand):
                 )
         sealed = services.version_seal(actor=None, version=version)
         self.stdout.write(f"seeded {sealed} (commit {sealed.commit}), every artifact proprietary")
+        self._gate(model)
+
+    @transaction.atomic
+    def _gate(self, model: Model) -> None:
+        """A published license and a manual gate with a form, ready for when an unlock makes
+        an artifact gated."""
+        admin = get_user_model().objects.get(username="admin")
+        signing_key_ensure(purpose="grants")
+        license = License.objects.create(
+            slug="tiny-llama-community",
+            version="1.0",
+            title="Tiny Llama Community License",
+            text=LICENSE_TEXT,
+            commercial_use=True,
+            mau_cap=700_000_000,
+            attribution_required=True,
+            acceptable_use_url="https://example.com/aup",
+        )
+        license = access.license_publish(actor=admin, license=license)
+        access.gate_policy_set(
+            actor=admin,
+            model=model,
+            license=license,
+            approval_mode="manual",
+            form_fields=[
+                {"name": "full_name", "label": "Full name", "type": "text", "required": True},
+                {"name": "affiliation", "label": "Affiliation", "type": "text", "required": True},
+                {"name": "country", "label": "Country", "type": "country", "required": True},
+                {
+                    "name": "use",
+                    "label": "Intended use",
+                    "type": "select",
+                    "required": True,
+                    "options": ["research", "commercial", "education"],
+                },
+                {
+                    "name": "accept_aup",
+                    "label": "I accept the acceptable use policy",
+                    "type": "checkbox",
+                    "required": True,
+                },
+            ],
+        )
