@@ -123,6 +123,9 @@ def seed_main(models: int, paths: list[str]) -> None:
     import django
 
     django.setup()
+    from licensing.keys import signing_key_ensure
+
+    signing_key_ensure(purpose="models")  # sealing signs each version
     catalog_seed(models=models)
     print(json.dumps(queries_per_request(paths=paths)))
 
@@ -429,7 +432,7 @@ def report(endpoints: list[Endpoint], args: argparse.Namespace) -> None:
     print()
     print("Weightgate catalog API: requests per second next to a bare Django view")
     print(
-        f"  server   gunicorn config.wsgi (infra/gunicorn.conf.py), {args.workers} sync "
+        f"  server   gunicorn config.wsgi (infra/gunicorn.conf.py: gthread), {args.workers} "
         "workers, DEBUG=0, access log to /dev/null, loopback"
     )
     print(
@@ -476,8 +479,8 @@ def report(endpoints: list[Endpoint], args: argparse.Namespace) -> None:
     requests, connects = (sum(e.total(key) for e in endpoints) for key in ("requests", "connects"))
     if requests:
         print(
-            f"\nNew TCP connections: {connects / requests:.0%} of requests (gunicorn's sync "
-            "workers close the connection after every response)."
+            f"\nNew TCP connections: {connects / requests:.0%} of requests (keep-alive reuses "
+            "the rest)."
         )
     for endpoint in endpoints:
         for sample in sorted({s for r in endpoint.rounds for s in r["error_samples"]}):

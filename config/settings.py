@@ -12,9 +12,11 @@ import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import dj_database_url
 import django_stubs_ext
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 # Lets generic classes from Django be subscripted at run time (ModelAdmin[Model]) for mypy.
@@ -292,4 +294,88 @@ CELERY_BEAT_SCHEDULE = {
         # A beat that queues faster than workers drain must not pile up stale heartbeats.
         "options": {"expires": HEARTBEAT_INTERVAL.total_seconds()},
     },
+}
+
+# Email, through Django's backends: printed to the console unless a mail server is given, either
+# as EMAIL_URL (smtp://user:password@host:25, smtp+tls:// for STARTTLS, smtps:// for implicit
+# TLS) or as EMAIL_HOST with EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS.
+_SMTP_SCHEMES = {"smtp": 25, "smtp+tls": 587, "smtps": 465}
+
+
+def _smtp_url(name: str) -> dict[str, Any]:
+    """Errors name the variable, never its value (it holds a password)."""
+    parts = urlsplit(env_str(name))
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} has an invalid port") from None
+    if parts.scheme not in _SMTP_SCHEMES or not parts.hostname:
+        raise ImproperlyConfigured(
+            f"{name} must look like smtp://user:password@host:port "
+            f"(schemes: {', '.join(_SMTP_SCHEMES)})"
+        )
+    return {
+        "host": parts.hostname,
+        "port": port or _SMTP_SCHEMES[parts.scheme],
+        "user": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "tls": parts.scheme == "smtp+tls",
+        "ssl": parts.scheme == "smtps",
+    }
+
+
+if env_str("EMAIL_URL", ""):
+    _smtp = _smtp_url("EMAIL_URL")
+    EMAIL_HOST, EMAIL_PORT = _smtp["host"], _smtp["port"]
+    EMAIL_HOST_USER, EMAIL_HOST_PASSWORD = _smtp["user"], _smtp["password"]
+    EMAIL_USE_TLS, EMAIL_USE_SSL = _smtp["tls"], _smtp["ssl"]
+else:
+    EMAIL_HOST = env_str("EMAIL_HOST", "")
+    EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+    EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS (STARTTLS) and EMAIL_USE_SSL exclude each other")
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+# A mail server that stops answering must not hold a worker for ever.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT_SECONDS", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Weightgate <weightgate@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# Outgoing webhooks. Endpoints on private, loopback, link-local or otherwise non-public
+# addresses are refused (a webhook must not become a way to reach the internal network) unless
+# this is set, for a receiver on the same private network or in tests.
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+# Retries wait base * 2^(attempt - 1) seconds, jittered, at most the maximum. The maximum must
+# stay below the broker's visibility timeout, or Redis hands the waiting retry out twice.
+WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 30)
+WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 1800)
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= WEBHOOK_RETRY_MAX_SECONDS:
+    raise ImproperlyConfigured(
+        "WEBHOOK_RETRY_MAX_SECONDS must be below the visibility timeout "
+        "(CELERY_TASK_TIME_LIMIT + 600)"
+    )
+# The daily digest of pending access requests, for models whose policy asks for one (UTC hour).
+REVIEWER_DIGEST_HOUR = env_int("REVIEWER_DIGEST_HOUR", 8)
+if REVIEWER_DIGEST_HOUR > 23:
+    raise ImproperlyConfigured("REVIEWER_DIGEST_HOUR must be 0-23")
+CELERY_BEAT_SCHEDULE["reviewer-digest"] = {
+    "task": "licensing.tasks.reviewer_digest_send",
+    "schedule": crontab(hour=REVIEWER_DIGEST_HOUR, minute=0),
+    # A digest that could not go out within the hour is dropped; the next one lists the same.
+    "options": {"expires": 3600.0},
+}
+CELERY_BEAT_SCHEDULE["webhook-deliveries-requeue"] = {
+    "task": "licensing.tasks.webhook_deliveries_requeue",
+    "schedule": 300.0,
+    "options": {"expires": 300.0},
 }

@@ -162,8 +162,10 @@ def access_request_submit(
 
 
 def _lock_request(request: AccessRequest) -> AccessRequest:
+    # Lock only the request row: `license` is nullable, and PostgreSQL refuses FOR UPDATE on the
+    # nullable side of the outer join select_related makes for it.
     return (
-        AccessRequest.objects.select_for_update()
+        AccessRequest.objects.select_for_update(of=("self",))
         .select_related("model", "license")
         .get(pk=request.pk)
     )

@@ -1,7 +1,14 @@
-from django.contrib import admin
-from django.http import HttpRequest
+from typing import Any
 
-from licensing.models import AuditEvent, SigningKey
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.models import User
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+
+from config.errors import DomainError
+from licensing import notifications
+from licensing.models import AuditEvent, SigningKey, WebhookDelivery, WebhookEndpoint
 
 
 @admin.register(AuditEvent)
@@ -52,3 +59,156 @@ class SigningKeyAdmin(admin.ModelAdmin[SigningKey]):
 
 # The access flow (licenses, policies, requests, grants) has its own module.
 from licensing import admin_access  # noqa: E402, F401
+
+
+class WebhookEndpointForm(forms.ModelForm[WebhookEndpoint]):
+    events = forms.MultipleChoiceField(
+        choices=[(event, event) for event in notifications.EVENTS],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every event.",
+    )
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["model", "url", "events", "active"]
+
+    def clean_url(self) -> str:
+        try:
+            return notifications.webhook_url_check(self.cleaned_data["url"])
+        except DomainError as error:
+            raise forms.ValidationError(error.message) from None
+
+
+def _staff_user(request: HttpRequest) -> User:
+    assert isinstance(request.user, User)  # the admin lets only staff in
+    return request.user
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin[WebhookEndpoint]):
+    """Endpoints change through `licensing.notifications` services (URL checks, audit). The
+    secret is shown once, when it is made or rotated, and never again."""
+
+    form = WebhookEndpointForm
+    list_display = ["id", "model", "url", "events", "active", "created_at"]
+    list_filter = ["active"]
+    search_fields = ["url", "model__org", "model__name"]
+    actions = ["rotate_secret"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> Any:
+        return ["model", "created_at"] if obj is not None else []
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: WebhookEndpoint | None = None
+    ) -> bool:
+        return False  # pause it instead: its delivery log stays
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except DomainError as error:  # e.g. the host's DNS changed between form and save
+            self.message_user(request, error.message, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def save_model(
+        self, request: HttpRequest, obj: WebhookEndpoint, form: Any, change: bool
+    ) -> None:
+        data = form.cleaned_data
+        if change:
+            notifications.webhook_endpoint_update(
+                actor=_staff_user(request),
+                endpoint=obj,
+                url=data["url"],
+                events=data["events"],
+                active=data["active"],
+            )
+            return
+        endpoint, secret = notifications.webhook_endpoint_create(
+            actor=_staff_user(request),
+            model=data["model"],
+            url=data["url"],
+            events=data["events"],
+            active=data["active"],
+        )
+        obj.pk, obj.created_at = endpoint.pk, endpoint.created_at
+        self._show_secret(request, endpoint, secret)
+
+    def _show_secret(self, request: HttpRequest, endpoint: WebhookEndpoint, secret: str) -> None:
+        self.message_user(
+            request,
+            f"Signing secret of {endpoint}: {secret} - copy it now, it is not shown again.",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Rotate the signing secret (shown once)")
+    def rotate_secret(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        for endpoint in queryset:
+            secret = notifications.webhook_endpoint_secret_rotate(
+                actor=_staff_user(request), endpoint=endpoint
+            )
+            self._show_secret(request, endpoint, secret)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
+    """The delivery log: read-only; a finished delivery can be sent again."""
+
+    list_display = [
+        "id",
+        "endpoint",
+        "event",
+        "status",
+        "attempts",
+        "response_status",
+        "created_at",
+        "delivered_at",
+    ]
+    list_filter = ["status", "event"]
+    search_fields = ["endpoint__url", "event"]
+    list_select_related = ["endpoint"]
+    actions = ["redeliver"]
+    fields = readonly_fields = (
+        "endpoint",
+        "event",
+        "status",
+        "attempts",
+        "response_status",
+        "response_body",
+        "last_error",
+        "next_attempt_at",
+        "delivered_at",
+        "created_at",
+        "payload",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: WebhookDelivery | None = None
+    ) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: WebhookDelivery | None = None
+    ) -> bool:
+        return False
+
+    @admin.action(description="Deliver again")
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        for delivery in queryset:
+            try:
+                notifications.webhook_delivery_redeliver(
+                    actor=_staff_user(request), delivery=delivery
+                )
+            except DomainError as error:
+                self.message_user(request, f"{delivery}: {error.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{delivery}: queued again.")

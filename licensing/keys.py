@@ -105,7 +105,7 @@ def signing_key_active(*, purpose: str) -> SigningKey:
     key = SigningKey.objects.filter(purpose=purpose, state=SigningKey.State.ACTIVE).first()
     if key is None:
         raise SigningKeyUnavailable(
-            f"no active signing key for {purpose!r}: an admin must run "
+            f"no active signing key for '{purpose}': an admin must run "
             f"`manage.py signing_key rotate --purpose {purpose}`",
             code="no_signing_key",
         )
@@ -151,7 +151,7 @@ def signing_key_rotate(*, purpose: str, actor: Actor, curve: str = "P-256") -> S
             # Another rotation for the same purpose committed a new key while this one waited on
             # the lock: its key stands, this one is dropped rather than silently replacing it.
             raise NotAllowed(
-                f"another rotation of the {purpose!r} signing key finished at the same time; "
+                f"another rotation of the '{purpose}' signing key finished at the same time; "
                 "check `manage.py signing_key list` before rotating again",
                 code="concurrent_rotation",
             ) from error

@@ -16,6 +16,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from config.errors import DomainError, NotAllowed
+from licensing import notifications
 from licensing.access import grants_suspend_for_model
 from licensing.services import audit_record
 from release.models import (
@@ -134,6 +135,7 @@ def unlock_schedule(
                 "required_roles": unlock.required_roles,
             },
         )
+        notifications.unlock_event("unlock.scheduled", unlock)
         if unlock.state == Unlock.State.SCHEDULED:
             _queue_advance(unlock.pk)
     return unlock
@@ -461,6 +463,7 @@ def _push_failed(row: UnlockFile, reason: str) -> None:
                 subject_id=row.unlock_id,
                 data={"file": row.file.path, "reason": reason},
             )
+            notifications.unlock_event("unlock.failed", Unlock.objects.get(pk=row.unlock_id))
 
 
 def unlock_flip(*, unlock_id: int, now: datetime | None = None) -> Unlock:
@@ -498,6 +501,7 @@ def unlock_flip(*, unlock_id: int, now: datetime | None = None) -> Unlock:
                 subject_id=unlock.pk,
                 data={"reason": error.message},
             )
+            notifications.unlock_event("unlock.failed", unlock)
             return unlock
         unlock.state, unlock.flipped_at = Unlock.State.DONE, timezone.now()
         unlock.save(update_fields=["state", "flipped_at"])
@@ -508,6 +512,7 @@ def unlock_flip(*, unlock_id: int, now: datetime | None = None) -> Unlock:
             subject_id=unlock.pk,
             data={"target_phase": unlock.target_phase, "artifacts": [a.name for a in artifacts]},
         )
+        notifications.unlock_event("unlock.done", unlock)
     return unlock
 
 
