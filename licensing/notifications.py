@@ -611,7 +611,7 @@ def webhook_delivery_attempt(*, delivery_id: int) -> float | None:
         return None
     if response.status == 429 or response.status >= 500:
         return _retry_or_fail(delivery, error=f"HTTP {response.status}", response=response)
-    error = f"HTTP {response.status}" + (
+    problem = f"HTTP {response.status}" + (
         ": redirects are not followed" if 300 <= response.status < 400 else ""
     )
     _finish(
@@ -619,7 +619,7 @@ def webhook_delivery_attempt(*, delivery_id: int) -> float | None:
         status=failed,
         response_status=response.status,
         response_body=response.excerpt,
-        last_error=error,
+        last_error=problem,
         next_attempt_at=None,
     )
     return None
@@ -695,8 +695,8 @@ def webhook_deliveries_requeue(*, now: datetime | None = None) -> int:
 # --- Email -----------------------------------------------------------------------------------
 
 
-def _link(name: str, **kwargs: str) -> str:
-    return settings.SITE_URL + reverse(name, kwargs=kwargs or None)
+def _link(url_name: str, **kwargs: str) -> str:
+    return settings.SITE_URL + reverse(url_name, kwargs=kwargs or None)
 
 
 def _subject(text: str) -> str:
