@@ -425,3 +425,22 @@ def access_requests_handle(
         else:
             handled.append(request_id)
     return handled, refused
+
+
+def grants_resume_for_model(*, model: Any, actor: User, reason: str) -> int:
+    """Lift a withdrawal's suspension from a model's grants (revoked ones stay revoked)."""
+    _staff(actor, "resume grants")
+    if not reason.strip():
+        raise DomainError("resuming grants needs a reason", code="reason_required")
+    with transaction.atomic():
+        count = Grant.objects.filter(model=model, suspended_at__isnull=False).update(
+            suspended_at=None
+        )
+        audit_record(
+            actor=actor,
+            action="grant.resumed",
+            subject_type="model",
+            subject_id=model.pk,
+            data={"grants": count, "reason": reason},
+        )
+    return count

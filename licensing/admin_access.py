@@ -169,7 +169,7 @@ class GrantAdmin(admin.ModelAdmin[Grant]):
     list_filter = ["model"]
     search_fields = ["jti", "user__username"]
     list_select_related = ["user", "model"]
-    actions = ["revoke"]
+    actions = ["revoke", "resume"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -199,6 +199,30 @@ class GrantAdmin(admin.ModelAdmin[Grant]):
                 **self.admin_site.each_context(request),
                 "title": "Revoke grants",
                 "action": "revoke",
+                "objects": queryset,
+                "form": form,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            },
+        )
+
+    @admin.action(description="Lift the suspension of these grants' models (asks for a reason)")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Grant]) -> HttpResponse | None:
+        form = ReasonForm(request.POST if "reason" in request.POST else None)
+        if form.is_valid():
+            for model in {grant.model for grant in queryset.select_related("model")}:
+                count = access.grants_resume_for_model(
+                    model=model, actor=_reviewer(request), reason=form.cleaned_data["reason"]
+                )
+                self.message_user(request, f"{model}: {count} grant(s) resumed.")
+            return None
+        return render(
+            request,
+            "admin/release/reason_form.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Resume suspended grants",
+                "action": "resume",
                 "objects": queryset,
                 "form": form,
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
