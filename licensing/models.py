@@ -298,3 +298,25 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"delivery #{self.pk} {self.event} ({self.status})"
+
+
+class DownloadToken(models.Model):
+    """A script's credential (`wg_…`). Only its sha256 is stored; `hint` is its last four
+    characters, so people can tell their tokens apart."""
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="download_tokens")
+    name = models.CharField(max_length=100)
+    token_hash = models.CharField(max_length=64, unique=True)
+    hint = models.CharField(max_length=4)
+    scope = models.CharField(max_length=16, default="read", editable=False)
+    model_ids = models.JSONField(default=list, blank=True, help_text="org/name ids; empty: all")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (…{self.hint})"
