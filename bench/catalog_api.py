@@ -169,8 +169,8 @@ def _close(stream: _Stream | None) -> None:
         stream[1].close()
 
 
-async def _response_read(reader: asyncio.StreamReader) -> tuple[int, int, bool]:
-    """Status, body length and whether the connection stays open, of one HTTP/1.1 response."""
+async def response_read(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """Status, body and whether the connection stays open, of one HTTP/1.1 response."""
     head = await reader.readuntil(b"\r\n\r\n")
     status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
     status = int(status_line.split(" ", 2)[1])
@@ -180,10 +180,10 @@ async def _response_read(reader: asyncio.StreamReader) -> tuple[int, int, bool]:
         headers[key.strip().lower()] = value.strip().lower()
     if "content-length" in headers:
         body = await reader.readexactly(int(headers["content-length"]))
-        return status, len(body), headers.get("connection") != "close"
+        return status, body, headers.get("connection") != "close"
     if "chunked" in headers.get("transfer-encoding", ""):
         raise ValueError("chunked responses are not supported")
-    return status, len(await reader.read()), False
+    return status, await reader.read(), False
 
 
 async def _drive(port: int, request: bytes, tally: _Tally) -> None:
@@ -198,7 +198,7 @@ async def _drive(port: int, request: bytes, tally: _Tally) -> None:
                     stream = await asyncio.open_connection(HOST, port)
                 reader, writer = stream
                 writer.write(request)
-                status, length, keep_alive = await _response_read(reader)
+                status, body, keep_alive = await response_read(reader)
             except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError) as error:
                 _close(stream)
                 stream = None
@@ -210,7 +210,7 @@ async def _drive(port: int, request: bytes, tally: _Tally) -> None:
             if tally.recording:
                 tally.requests += 1
                 tally.connects += connected
-                tally.body_bytes += length
+                tally.body_bytes += len(body)
                 tally.latencies.append(time.perf_counter() - started)
             if status != 200:
                 tally.error(f"HTTP {status}")

@@ -206,7 +206,10 @@ LOGGING: dict[str, Any] = {
 }
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "licensing.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
@@ -241,6 +244,14 @@ if S3_ADDRESSING_STYLE not in {"path", "virtual", "auto"}:
 S3_BUCKET_STAGING = env_str("S3_BUCKET_STAGING", "weightgate-staging")
 S3_BUCKET_GATED = env_str("S3_BUCKET_GATED", "weightgate-gated")
 S3_BUCKET_PUBLIC = env_str("S3_BUCKET_PUBLIC", "weightgate-public")
+# Where the public bucket is read anonymously (a CDN in front of it, say).
+S3_PUBLIC_BASE_URL = env_str("S3_PUBLIC_BASE_URL", S3_ENDPOINT_URL).rstrip("/")
+
+# Downloads: presigned URLs live long enough for a large file with resumes; per-token requests
+# per minute and per-grant downloads per day are counted in Redis.
+DOWNLOAD_URL_TTL_SECONDS = env_int("DOWNLOAD_URL_TTL_SECONDS", 12 * 3600, minimum=60)
+DOWNLOAD_RATE_PER_MINUTE = env_int("DOWNLOAD_RATE_PER_MINUTE", 1200, minimum=1)
+DOWNLOAD_DAILY_QUOTA = env_int("DOWNLOAD_DAILY_QUOTA", 10_000, minimum=1)
 
 # Celery: Redis broker, JSON only, a task is acknowledged after it ran so a killed worker's task
 # is redelivered (every task is written to be safe to run twice).
@@ -278,6 +289,11 @@ UNLOCK_PUSH_LEASE_SECONDS = env_int("UNLOCK_PUSH_LEASE_SECONDS", 300, minimum=1)
 REVOCATION_LIST_TTL_SECONDS = env_int("REVOCATION_LIST_TTL_SECONDS", 600, minimum=60)
 REVOCATION_LIST_REFRESH_SECONDS = env_int("REVOCATION_LIST_REFRESH_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
+    "downloads-flush": {
+        "task": "release.tasks.downloads_flush",
+        "schedule": 10.0,
+        "options": {"expires": 10.0},
+    },
     "revocation-list": {
         "task": "licensing.tasks.revocation_list_refresh",
         "schedule": float(REVOCATION_LIST_REFRESH_SECONDS),

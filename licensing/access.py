@@ -22,6 +22,7 @@ from licensing import notifications
 from licensing.grants import grant_token
 from licensing.keys import signing_key_active
 from licensing.models import AccessRequest, GatePolicy, Grant, License, SigningKey
+from licensing.publishing import revocation_list_publish
 from licensing.request_forms import form_answers_clean, form_fields_check
 from licensing.services import audit_record
 
@@ -358,6 +359,9 @@ def _revoke(grant: Grant, *, actor: User | None, reason: str) -> None:
         data={"reason": reason},
     )
     notifications.grant_event("grant.revoked", grant)
+    # Re-sign the list at once rather than at the next periodic refresh: clients that fetch it
+    # must see the revocation now. Robust: the revocation is committed whatever the cache says.
+    transaction.on_commit(revocation_list_publish, robust=True)
 
 
 def grant_revoke(*, grant: Grant, actor: User, reason: str) -> Grant:

@@ -62,6 +62,7 @@ from licensing import admin_access  # noqa: E402, F401
 
 
 class WebhookEndpointForm(forms.ModelForm[WebhookEndpoint]):
+    url = forms.URLField(max_length=2000, assume_scheme="https")
     events = forms.MultipleChoiceField(
         choices=[(event, event) for event in notifications.EVENTS],
         required=False,

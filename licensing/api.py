@@ -16,8 +16,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import DomainError, NotFound
-from licensing import access
-from licensing.models import AccessRequest, GatePolicy, Grant, License, SigningKey
+from licensing import access, tokens
+from licensing.models import (
+    AccessRequest,
+    DownloadToken,
+    GatePolicy,
+    Grant,
+    License,
+    SigningKey,
+)
 from licensing.publishing import jwks_current, revocation_list_current
 from licensing.selectors import access_requests_for_review
 
@@ -386,3 +393,79 @@ class GrantRevokeApi(APIView):
         return Response(
             GrantOut(Grant.objects.select_related("model", "license").get(pk=revoked.pk)).data
         )
+
+
+# --- Download tokens -----------------------------------------------------------------------------
+
+
+class TokenOut(serializers.ModelSerializer[DownloadToken]):
+    models = serializers.ListField(source="model_ids", child=serializers.CharField())
+
+    class Meta:
+        model = DownloadToken
+        fields = [
+            "id",
+            "name",
+            "hint",
+            "scope",
+            "models",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+            "created_at",
+        ]
+
+
+class TokenCreatedOut(TokenOut):
+    token = serializers.CharField(help_text="Shown this once; store it now.")
+
+    class Meta(TokenOut.Meta):
+        fields = [*TokenOut.Meta.fields, "token"]
+
+
+class TokenIn(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=100)
+    models = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        default=list,
+        help_text="org/name ids; empty: every model",
+    )
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+
+class MyTokenListCreateApi(ListAPIView[DownloadToken]):
+    """Your download tokens (GET), or a new one (POST; its value is shown once)."""
+
+    permission_classes = [IsAuthenticated]
+    serializer_class = TokenOut
+
+    def get_queryset(self) -> QuerySet[DownloadToken]:
+        return DownloadToken.objects.filter(user=_me(self.request)).order_by("-created_at")
+
+    @extend_schema(request=TokenIn, responses={201: TokenCreatedOut})
+    def post(self, request: Request) -> Response:
+        body = TokenIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        token, clear = tokens.token_create(
+            user=_me(request),
+            name=body.validated_data["name"],
+            models=body.validated_data["models"],
+            expires_at=body.validated_data["expires_at"],
+        )
+        data = TokenOut(token).data
+        data["token"] = clear
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class MyTokenRevokeApi(APIView):
+    """Revoke one of your tokens; it stops working on the next request."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses=TokenOut)
+    def post(self, request: Request, token_id: int) -> Response:
+        token = DownloadToken.objects.filter(pk=token_id, user=_me(request)).first()
+        if token is None:
+            raise NotFound("no such token of yours", code="not_found")
+        return Response(TokenOut(tokens.token_revoke(token=token, user=_me(request))).data)

@@ -101,12 +101,14 @@ def _verify(token: str, jwks: dict[str, Any], typ: str, *, verify_exp: bool) -> 
     jwk = next((k for k in jwks.get("keys", []) if k.get("kid") == header.get("kid")), None)
     if jwk is None:
         raise LookupError(f"unknown signing key {header.get('kid')!r}")
-    # The algorithm comes from our key set, never from the token's own header.
+    # The algorithm comes from our key set, never from the token's own header. Times are judged
+    # by the caller against its `now`, not here against this machine's clock: a client a few
+    # seconds behind the server would otherwise refuse a list just signed as "not yet valid".
     return jwt.decode(
         token,
         ECAlgorithm.from_jwk(json.dumps(jwk)),  # type: ignore[arg-type]
         algorithms=[jwk["alg"]],
-        options={"verify_exp": verify_exp, "verify_aud": False},
+        options={"verify_exp": verify_exp, "verify_iat": False, "verify_aud": False},
     )
 
 

@@ -249,13 +249,15 @@ class WebhookEndpoint(models.Model):
     SIGNING_MASTER_KEY (we must sign with it, so it cannot be a one-way hash) and is shown once,
     when it is made (`licensing.notifications`)."""
 
-    model = models.ForeignKey("release.Model", on_delete=models.CASCADE,
-                              related_name="webhook_endpoints")
+    model = models.ForeignKey(
+        "release.Model", on_delete=models.CASCADE, related_name="webhook_endpoints"
+    )
     url = models.URLField(max_length=2000)
     # AES-256-GCM nonce + ciphertext of the secret, the endpoint's id as associated data.
     secret_encrypted = models.BinaryField(editable=False)
-    events = models.JSONField(default=list, blank=True,
-                              help_text="Event names to send; empty for every event.")
+    events = models.JSONField(
+        default=list, blank=True, help_text="Event names to send; empty for every event."
+    )
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -276,8 +278,9 @@ class WebhookDelivery(models.Model):
         DELIVERED = "delivered"
         FAILED = "failed"
 
-    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE,
-                                 related_name="deliveries")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
     event = models.CharField(max_length=64)
     payload = models.JSONField(help_text="The body sent: id, event, created_at, data.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)

@@ -68,7 +68,9 @@ def form_answers_clean(fields: list[dict[str, Any]], answers: Any) -> dict[str, 
         name, kind = field["name"], field["type"]
         required = bool(field.get("required"))
         value = answers.get(name)
-        if value in (None, "") and kind != "checkbox":
+        # Whitespace alone is no answer: a required text of "   " would otherwise pass as "".
+        blank = value is None or (isinstance(value, str) and not value.strip())
+        if blank and kind != "checkbox":
             if required:
                 problems[name] = "is required"
             continue
@@ -87,7 +89,8 @@ def form_answers_clean(fields: list[dict[str, Any]], answers: Any) -> dict[str, 
 
 def _clean_answer(field: dict[str, Any], kind: str, value: Any, required: bool) -> Any:
     if kind == "checkbox":
-        if value not in (True, False, None):
+        # Not `value in (True, False)`: 1 == True and 0 == False would slip through.
+        if value is not None and not isinstance(value, bool):
             raise ValueError("must be true or false")
         if required and value is not True:
             raise ValueError("must be ticked")

@@ -36,6 +36,8 @@ urlpatterns = [
     path(
         "me/grants/<uuid:grant_id>.jwt", api.MyGrantDownloadApi.as_view(), name="my-grant-download"
     ),
+    path("me/tokens/", api.MyTokenListCreateApi.as_view(), name="my-tokens"),
+    path("me/tokens/<int:token_id>/revoke", api.MyTokenRevokeApi.as_view(), name="my-token-revoke"),
     path("grants/<uuid:grant_id>/revoke", api.GrantRevokeApi.as_view(), name="grant-revoke"),
 ]
 

@@ -339,3 +339,42 @@ class UnlockFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.file} ({self.state})"
+
+
+class DownloadEvent(models.Model):
+    """One issued download URL (GET, not HEAD). Written in batches from a Redis buffer by a
+    Celery task, never on the request path."""
+
+    at = models.DateTimeField()
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="+")
+    version = models.CharField(max_length=96)
+    artifact = models.CharField(max_length=96)
+    path = models.CharField(max_length=1024)
+    user_id = models.BigIntegerField(null=True, blank=True)
+    token_id = models.BigIntegerField(null=True, blank=True)
+    grant = models.CharField(max_length=36, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["model", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.path} at {self.at}"
+
+
+class DownloadDaily(models.Model):
+    """Downloads per model, version and UTC day: what the admin and the API show."""
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="download_days")
+    version = models.CharField(max_length=96)
+    day = models.DateField()
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "version", "day"], name="download_day_once"),
+        ]
+        ordering = ["-day"]
+        verbose_name_plural = "download counts per day"
+
+    def __str__(self) -> str:
+        return f"{self.model_id}@{self.version} {self.day}: {self.count}"

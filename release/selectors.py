@@ -11,6 +11,8 @@ from django.contrib.auth.models import AnonymousUser
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
+from licensing.models import AccessRequest, DownloadToken, Grant
+from licensing.selectors import grant_live_for, partner_may_see_proprietary
 from release.models import (
     HEARTBEAT_NAME,
     Artifact,
@@ -151,3 +153,107 @@ def unlocks_needing_attention() -> QuerySet[Unlock]:
         Q(state=Unlock.State.FAILED)
         | Q(delayed_since__isnull=False, state__in=[Unlock.State.STAGING, Unlock.State.READY])
     ).select_related("version__model")
+
+
+# --- May this principal download this file now? ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class DownloadDecision:
+    """The answer, with what to tell the caller when it is no: an HTTP status, a stable code
+    and a message that says what to do next."""
+
+    allowed: bool
+    status: int = 200
+    code: str = "ok"
+    message: str = ""
+    grant: Grant | None = None  # the grant that allowed it, for per-grant quotas
+
+
+def _access_page(model: Model) -> str:
+    return f"{settings.SITE_URL}/models/{model.repo_id}"
+
+
+def file_download_decision(
+    *, user: Viewer, token: DownloadToken | None, file: File, now: datetime | None = None
+) -> DownloadDecision:
+    """The one answer to "may this principal (anonymous, a signed-in user, or a token's user)
+    download this file of this version now?":
+
+    - a token limited to other models: no;
+    - withdrawn: no one;
+    - unsealed versions: staff only;
+    - proprietary: staff, and members of a partner organisation named by the model's policy;
+    - gated: staff, and holders of a live grant (not revoked, suspended or expired, for the
+      license version the model requires now) that covers the artifact;
+    - open: anyone.
+    Things the caller may not even see answer 404, exactly like things that do not exist.
+    """
+    artifact = file.artifact
+    model = artifact.version.model
+    if token is not None and token.model_ids and model.repo_id not in token.model_ids:
+        return DownloadDecision(
+            False,
+            403,
+            "token_scope",
+            f"this token is limited to {', '.join(token.model_ids)}; "
+            f"create a token that includes {model.repo_id}",
+        )
+    staff = viewer_is_staff(user)
+    if artifact.phase == Phase.WITHDRAWN:
+        if staff:
+            return DownloadDecision(
+                False, 403, "withdrawn", f"{artifact.name} was withdrawn and is served to no one"
+            )
+        return DownloadDecision(False, 404, "not_found", "no such file")
+    if staff:
+        return DownloadDecision(True)
+    if not artifact.version.is_sealed:
+        return DownloadDecision(False, 404, "not_found", "no such file")
+    if artifact.phase == Phase.OPEN:
+        return DownloadDecision(True)
+    if artifact.phase == Phase.PROPRIETARY:
+        if partner_may_see_proprietary(user=user, model_id=model.pk):
+            return DownloadDecision(True)
+        return DownloadDecision(False, 404, "not_found", "no such file")
+    # Gated.
+    if not user.is_authenticated:
+        return DownloadDecision(
+            False,
+            401,
+            "gated",
+            f"{model.repo_id} is gated: sign in or send a Weightgate token, "
+            f"and request access at {_access_page(model)}",
+        )
+    grant = grant_live_for(user=user, model_id=model.pk, now=now)
+    if grant is not None and ("*" in grant.artifacts or artifact.name in grant.artifacts):
+        return DownloadDecision(True, grant=grant)
+    return DownloadDecision(False, 403, "gated", _why_no_access(user, model, grant))
+
+
+def _why_no_access(user: Viewer, model: Model, grant: Grant | None) -> str:
+    page = _access_page(model)
+    user_id = user.pk or 0  # signed in: checked by the caller
+    if grant is not None:
+        return f"your grant for {model.repo_id} does not cover this artifact; ask at {page}"
+    latest = (
+        AccessRequest.objects.filter(user_id=user_id, model=model).order_by("-created_at").first()
+    )
+    if latest is None or latest.status == AccessRequest.Status.WITHDRAWN:
+        return f"{model.repo_id} is gated: request access at {page}"
+    if latest.status == AccessRequest.Status.PENDING:
+        return f"your request for {model.repo_id} is pending review"
+    if latest.status == AccessRequest.Status.REJECTED:
+        return f"your request for {model.repo_id} was rejected: {latest.reason}" + (
+            f"; you may apply again at {page}" if latest.may_reapply else ""
+        )
+    last = Grant.objects.filter(user_id=user_id, model=model).order_by("-issued_at").first()
+    if last is not None:
+        if last.revoked_at is not None:
+            return f"your grant for {model.repo_id} was revoked: {last.revoked_reason}"
+        if last.suspended_at is not None:
+            return f"your grant for {model.repo_id} is suspended while part of it is withdrawn"
+        if last.expires_at is not None and last.expires_at <= timezone.now():
+            return f"your grant for {model.repo_id} expired: request access again at {page}"
+        return f"the license of {model.repo_id} changed: accept the current license at {page}"
+    return f"{model.repo_id} is gated: request access at {page}"

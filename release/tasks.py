@@ -57,3 +57,12 @@ def unlock_advance(unlock_id: int) -> None:
 def unlock_push_file(unlock_file_id: int) -> None:
     """Push one file to distribution storage, verified; safe to run twice."""
     unlocks.unlock_push_file(unlock_file_id=unlock_file_id)
+
+
+@shared_task(soft_time_limit=100, time_limit=120)
+def downloads_flush() -> None:
+    """Write buffered download events and daily counts in batches (beat, every 10 s)."""
+    from release.distribution import downloads_flush as flush
+
+    while flush() > 0:
+        pass

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from release import api, api_pipeline
+from release import api, api_download, api_pipeline
 
 # Hub-style names allow dots, so no DRF format suffixes here.
 urlpatterns = [
@@ -52,5 +52,10 @@ urlpatterns = [
         "unlocks/<int:unlock_id>/reschedule",
         api_pipeline.UnlockRescheduleApi.as_view(),
         name="unlock-reschedule",
+    ),
+    path(
+        "models/<str:org>/<str:name>/versions/<str:revision>/files/<path:path>",
+        api_download.FileDownloadApi.as_view(),
+        name="file-download",
     ),
 ]

@@ -41,6 +41,12 @@ def api() -> APIClient:
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Test users' passwords protect nothing; PBKDF2's deliberate slowness would dominate."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _plain_static_files(settings, tmp_path_factory):
     """Tests render admin pages without running collectstatic first."""
     settings.STATIC_ROOT = tmp_path_factory.getbasetemp() / "static"

@@ -526,6 +526,7 @@ def artifact_withdraw(*, actor: User, artifact: Artifact, reason: str) -> Artifa
         )
         for unlock in Unlock.objects.filter(state__in=LIVE_STATES, artifacts=artifact):
             unlock_cancel(unlock=unlock, actor=actor, reason=f"{artifact} withdrawn: {reason}")
-        grants_suspend_for_model(model=withdrawn.version.model, actor=actor,
-                                 reason=f"{artifact} withdrawn: {reason}")
+        grants_suspend_for_model(
+            model=withdrawn.version.model, actor=actor, reason=f"{artifact} withdrawn: {reason}"
+        )
     return withdrawn

@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 
 from licensing import access
 from licensing.keys import signing_key_ensure
-from licensing.models import AccessRequest, License
+from licensing.models import AccessRequest, GatePolicy, License
 from release.models import Model, Phase
 from tests.factories import make_release
 
@@ -23,9 +23,7 @@ def make_license(
     text: str = LICENSE_TEXT,
     publish: bool = True,
 ) -> License:
-    license = License.objects.create(
-        slug=slug, version=version, title=f"{slug} license", text=text
-    )
+    license = License.objects.create(slug=slug, version=version, title=f"{slug} license", text=text)
     return access.license_publish(actor=actor, license=license) if publish else license
 
 
@@ -55,7 +53,8 @@ def gated_model(
 
 
 def current_license(model: Model) -> License:
-    license = model.gate_policy.license
+    # Read afresh: `model.gate_policy` is cached on the instance and may predate a change.
+    license = GatePolicy.objects.get(model=model).license
     assert license is not None
     return license
 

@@ -2,6 +2,7 @@
 each one, and the database invariants that hold when approvals race."""
 
 import threading
+from collections.abc import Callable
 
 import pytest
 from django.db import IntegrityError, connection, transaction
@@ -273,7 +274,9 @@ def test_rejecting_a_closed_request_is_refused(pending, staff, outsider, state):
         access.access_request_reject(request=pending, reviewer=staff, reason="second")
 
     assert refused.value.code == "not_open"
-    assert AccessRequest.objects.get(pk=pending.pk).reason == ("first" if state == "rejected" else "")
+    assert AccessRequest.objects.get(pk=pending.pk).reason == (
+        "first" if state == "rejected" else ""
+    )
 
 
 # --- cancel -------------------------------------------------------------------------------------
@@ -357,7 +360,7 @@ def not_staff(request, db):
 
 def test_only_staff_may_review_grant_or_revoke(model, pending, not_staff, staff, outsider):
     someone = make_user("someone")
-    calls = {
+    calls: dict[str, list[Callable[[], object]]] = {
         "review access requests": [
             lambda: access.access_request_approve(request=pending, reviewer=not_staff),
             lambda: access.access_request_reject(request=pending, reviewer=not_staff, reason="x"),

@@ -1,0 +1,124 @@
+"""The download API: authorise with `file_download_decision`, throttle, then redirect to the
+object store. Shared by the REST endpoint and the Hub-compatible `resolve` endpoint."""
+
+from dataclasses import dataclass
+
+from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from licensing.authentication import request_token
+from release import selectors
+from release.distribution import download_record, download_throttle, download_url
+from release.models import File, Version
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    code: str
+    message: str
+    retry_after: int = 0
+
+
+@dataclass(frozen=True)
+class Found:
+    version: Version | None
+    file: File | None
+    refusal: Refusal | None
+
+
+def file_lookup(request: Request, org: str, name: str, revision: str, path: str) -> Found:
+    """The model, version and file a request names, as far as the caller may know they exist,
+    then the authorisation decision for the file."""
+    model = selectors.model_get_visible(user=request.user, org=org, name=name)
+    if model is None:
+        return Found(None, None, Refusal(404, "model_not_found", f"model {org}/{name} not found"))
+    version = selectors.version_get_visible(user=request.user, model=model, revision=revision)
+    if version is None:
+        return Found(
+            None,
+            None,
+            Refusal(404, "version_not_found", f"{org}/{name} has no version {revision!r}"),
+        )
+    file = (
+        File.objects.select_related("artifact__version__model")
+        .filter(version=version, path=path)
+        .first()
+    )
+    if file is None:
+        return Found(
+            version,
+            None,
+            Refusal(404, "file_not_found", f"{org}/{name}@{version.name} has no file {path!r}"),
+        )
+    token = request_token(request)
+    decision = selectors.file_download_decision(user=request.user, token=token, file=file)
+    if not decision.allowed:
+        code = "file_not_found" if decision.status == 404 else decision.code
+        message = (
+            f"{org}/{name}@{version.name} has no file {path!r}"
+            if decision.status == 404
+            else decision.message
+        )
+        return Found(version, None, Refusal(decision.status, code, message))
+    throttle = download_throttle(
+        token_key=token.token_hash[:16] if token else None,
+        grant_id=str(decision.grant.jti) if decision.grant else None,
+    )
+    if not throttle.allowed:
+        return Found(
+            version, file, Refusal(429, "rate_limited", throttle.message, throttle.retry_after)
+        )
+    if request.method == "GET":  # a HEAD only looks: not a download
+        download_record(
+            file=file,
+            user_id=request.user.pk,
+            token_id=token.pk if token else None,
+            grant_id=str(decision.grant.jti) if decision.grant else None,
+        )
+    return Found(version, file, None)
+
+
+def refusal_response(refusal: Refusal) -> JsonResponse:
+    response = JsonResponse(
+        {"error": {"code": refusal.code, "message": refusal.message}}, status=refusal.status
+    )
+    if refusal.retry_after:
+        response["Retry-After"] = str(refusal.retry_after)
+    if refusal.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="weightgate"'
+    return response
+
+
+class FileDownloadApi(APIView):
+    """Download one file: 302 to a presigned URL on the object store (Range requests work
+    there), or with `Prefer: no-redirect` a JSON body with the URL, size and sha256."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "Prefer",
+                str,
+                OpenApiParameter.HEADER,
+                description="no-redirect: answer JSON instead of 302",
+            )
+        ],
+        responses={
+            302: OpenApiResponse(description="to the file's URL"),
+            200: OpenApiResponse(description="{url, size, sha256} with no-redirect"),
+        },
+    )
+    def get(self, request: Request, org: str, name: str, revision: str, path: str) -> HttpResponse:
+        found = file_lookup(request, org, name, revision, path)
+        if found.refusal is not None:
+            return refusal_response(found.refusal)
+        assert found.file is not None
+        url = download_url(found.file)
+        if "no-redirect" in request.headers.get("Prefer", ""):
+            return JsonResponse({"url": url, "size": found.file.size, "sha256": found.file.sha256})
+        response = HttpResponseRedirect(url)
+        response["X-Content-SHA256"] = found.file.sha256
+        response["X-Linked-Size"] = str(found.file.size)
+        return response

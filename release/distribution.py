@@ -1,0 +1,196 @@
+"""Handing out downloads once `file_download_decision` said yes: where the bytes are, a
+presigned URL for them, per-token rate limits and per-grant daily quotas (Redis), and the
+download log (buffered in Redis, written in batches by a Celery task).
+
+Presigning costs about as much CPU as a whole Django request (~0.45 ms), so URLs are cached per
+process for a small part of their lifetime: every caller of one file shares one URL, which is
+no weaker than handing each its own (a presigned URL is a bearer credential either way).
+"""
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import PurePosixPath
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+
+from release.models import Blob, DownloadEvent, File, blob_key
+from release.storage import s3_client
+
+BUFFER_KEY = "downloads:buffer"
+_URL_CACHE_MAX = 20_000
+_url_cache: dict[tuple[str, str, str], tuple[str, float]] = {}
+_url_lock = threading.Lock()
+
+
+@cache
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+@dataclass(frozen=True)
+class Location:
+    bucket: str
+    key: str
+    public: bool  # anonymous-read bucket: a plain URL, no signature
+
+
+def file_location(file: File) -> Location:
+    """Where a file's bytes are served from: the public bucket once an open artifact's blob was
+    copied there, else the verified blob in the private bucket, else (never published, e.g.
+    proprietary for staff and partners) its staging object."""
+    buckets = set(Blob.objects.filter(sha256=file.sha256).values_list("bucket", flat=True))
+    if file.artifact.phase == "open" and settings.S3_BUCKET_PUBLIC in buckets:
+        return Location(settings.S3_BUCKET_PUBLIC, blob_key(file.sha256), public=True)
+    if settings.S3_BUCKET_GATED in buckets:
+        return Location(settings.S3_BUCKET_GATED, blob_key(file.sha256), public=False)
+    return Location(settings.S3_BUCKET_STAGING, file.storage_key, public=False)
+
+
+def download_url(file: File) -> str:
+    location = file_location(file)
+    if location.public:
+        return f"{settings.S3_PUBLIC_BASE_URL}/{location.bucket}/{location.key}"
+    filename = PurePosixPath(file.path).name
+    cache_key = (location.bucket, location.key, filename)
+    now = time.monotonic()
+    with _url_lock:
+        hit = _url_cache.get(cache_key)
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    url = s3_client().generate_presigned_url(
+        "get_object",
+        Params={
+            "Bucket": location.bucket,
+            "Key": location.key,
+            # The blob is named by its digest; browsers and curl -OJ should save the real name.
+            "ResponseContentDisposition": f'attachment; filename="{filename}"',
+        },
+        ExpiresIn=settings.DOWNLOAD_URL_TTL_SECONDS,
+    )
+    # Reused for a tenth of its life, so every URL handed out still has 90% of it left.
+    reuse = settings.DOWNLOAD_URL_TTL_SECONDS / 10
+    with _url_lock:
+        if len(_url_cache) >= _URL_CACHE_MAX:
+            _url_cache.clear()
+        _url_cache[cache_key] = (url, now + reuse)
+    return url
+
+
+@dataclass(frozen=True)
+class Throttle:
+    allowed: bool
+    retry_after: int = 0  # seconds
+    message: str = ""
+
+
+def _count(key: str, window: int) -> tuple[int, int]:
+    pipe = redis_client().pipeline()
+    pipe.set(key, 0, ex=window, nx=True)  # starts the window (EXPIRE NX needs Redis 7)
+    pipe.incr(key)
+    pipe.ttl(key)
+    _, count, ttl = pipe.execute()
+    return int(count), max(int(ttl), 1)
+
+
+def download_throttle(*, token_key: str | None, grant_id: str | None) -> Throttle:
+    """Per-token requests per minute and per-grant downloads per UTC day, counted in Redis so
+    every web process shares them."""
+    if token_key is not None:
+        count, ttl = _count(f"ratelimit:token:{token_key}:{int(time.time() // 60)}", 60)
+        if count > settings.DOWNLOAD_RATE_PER_MINUTE:
+            return Throttle(
+                False,
+                ttl,
+                f"this token made more than "
+                f"{settings.DOWNLOAD_RATE_PER_MINUTE} requests this minute",
+            )
+    if grant_id is not None:
+        day = datetime.now(UTC).date().isoformat()
+        count, ttl = _count(f"quota:grant:{grant_id}:{day}", 86_400)
+        if count > settings.DOWNLOAD_DAILY_QUOTA:
+            return Throttle(
+                False,
+                ttl,
+                f"your grant's daily quota of {settings.DOWNLOAD_DAILY_QUOTA} downloads is used up",
+            )
+    return Throttle(True)
+
+
+def download_record(
+    *, file: File, user_id: int | None, token_id: int | None, grant_id: str | None
+) -> None:
+    """Note an issued URL in the Redis buffer: one LPUSH on the request path, nothing more."""
+    redis_client().lpush(
+        BUFFER_KEY,
+        json.dumps(
+            {
+                "at": datetime.now(UTC).isoformat(),
+                "model": file.artifact.version.model_id,
+                "version": file.artifact.version.name,
+                "artifact": file.artifact.name,
+                "path": file.path,
+                "user": user_id,
+                "token": token_id,
+                "grant": grant_id or "",
+            }
+        ),
+    )
+
+
+def downloads_flush(*, batch: int = 5000) -> int:
+    """Move buffered download events into the database: the events, and per model, version and
+    day counts. Takes from the tail (oldest first) and trims them from Redis only after their
+    batch committed: at least once (a crash between commit and trim writes that batch again),
+    never lost. A Redis lock keeps two flushes from taking the same batch."""
+    client = redis_client()
+    lock = client.lock("downloads:flush-lock", timeout=120, blocking=False)
+    if not lock.acquire():
+        return 0
+    try:
+        return _flush(client, batch)
+    finally:
+        lock.release()
+
+
+def _flush(client: redis.Redis, batch: int) -> int:
+    raw = client.lrange(BUFFER_KEY, -batch, -1)
+    if not raw:
+        return 0
+    rows = [json.loads(item) for item in raw]
+    counts: dict[tuple[int, str, str], int] = {}
+    events = []
+    for row in rows:
+        at = datetime.fromisoformat(row["at"])
+        events.append(
+            DownloadEvent(
+                at=at,
+                model_id=row["model"],
+                version=row["version"],
+                artifact=row["artifact"],
+                path=row["path"],
+                user_id=row["user"],
+                token_id=row["token"],
+                grant=row["grant"],
+            )
+        )
+        day = (row["model"], row["version"], at.date().isoformat())
+        counts[day] = counts.get(day, 0) + 1
+    with transaction.atomic():
+        DownloadEvent.objects.bulk_create(events)
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO release_downloaddaily (model_id, version, day, count) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (model_id, version, day) "
+                "DO UPDATE SET count = release_downloaddaily.count + EXCLUDED.count",
+                [(model, version, day, n) for (model, version, day), n in counts.items()],
+            )
+        # Only this task trims, and new events are pushed at the head: dropping len(raw) from
+        # the tail removes exactly the ones just written.
+    client.ltrim(BUFFER_KEY, 0, -len(raw) - 1)
+    return len(rows)
