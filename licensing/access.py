@@ -106,7 +106,8 @@ def access_request_submit(
             code="license_outdated",
         )
     cleaned = form_answers_clean(policy.form_fields, answers)
-    blocked = set(policy.blocked_countries)
+    # Answers are normalised to upper case; the policy's list is typed by people (admin, JSON).
+    blocked = {str(code).strip().upper() for code in policy.blocked_countries}
     countries = {
         v
         for f in policy.form_fields

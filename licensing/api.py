@@ -176,9 +176,12 @@ class AccessRequestCreateApi(APIView):
         body = AccessRequestIn(data=request.data)
         body.is_valid(raise_exception=True)
         model = _visible_model(request, org, name)
-        license = License.objects.filter(
+        accepted = License.objects.filter(
             text_sha256=body.validated_data["license_sha256"], published_at__isnull=False
-        ).first()
+        )
+        # Licenses may share a text (another slug, a new version changing only flags): if the
+        # model's current license has this text, that is the one accepted.
+        license = accepted.filter(gatepolicy__model=model).first() or accepted.first()
         if license is None:
             raise NotFound("no published license has that text hash", code="license_not_found")
         assert isinstance(request.user, User)

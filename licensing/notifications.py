@@ -104,10 +104,15 @@ def access_request_event(event: str, request: AccessRequest) -> None:
     from licensing import tasks
 
     request_id = request.pk
+    # robust: the decision is committed; a broker hiccup must not turn it into an error page.
     if event == "access_request.created":
-        transaction.on_commit(lambda: tasks.access_request_reviewers_email.delay(request_id))
+        transaction.on_commit(
+            lambda: tasks.access_request_reviewers_email.delay(request_id), robust=True
+        )
     else:
-        transaction.on_commit(lambda: tasks.access_request_decision_email.delay(request_id, event))
+        transaction.on_commit(
+            lambda: tasks.access_request_decision_email.delay(request_id, event), robust=True
+        )
 
 
 def grant_event(event: str, grant: Grant) -> None:
@@ -215,7 +220,8 @@ def _webhooks_queue(*, event: str, model_id: int, data: dict[str, Any]) -> None:
         for endpoint in endpoints
     )
     ids = [delivery.pk for delivery in deliveries]
-    transaction.on_commit(lambda: _deliveries_queue(ids))
+    # robust: a message lost here is queued again by `webhook_deliveries_requeue`.
+    transaction.on_commit(lambda: _deliveries_queue(ids), robust=True)
 
 
 def _deliveries_queue(delivery_ids: Iterable[int]) -> None:
@@ -323,7 +329,10 @@ def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 def _addresses(target: _Target) -> list[str]:
     """Resolve the host once and check every address it has; the request then goes to these
     addresses only. socket.gaierror (an OSError) means DNS failed, which may pass."""
-    infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    try:
+        infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    except UnicodeError:  # a label too long or empty: no DNS answer will ever fix it
+        raise WebhookUrlRefused(f"{target.host!r} is not a valid host name") from None
     addresses = list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
     if not settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES:
         for address in addresses:
@@ -670,7 +679,7 @@ def webhook_delivery_redeliver(*, actor: User, delivery: WebhookDelivery) -> Web
             subject_id=locked.pk,
         )
         delivery_id = locked.pk
-        transaction.on_commit(lambda: _deliveries_queue([delivery_id]))
+        transaction.on_commit(lambda: _deliveries_queue([delivery_id]), robust=True)
     return locked
 
 

@@ -179,6 +179,17 @@ def test_a_blocked_country_is_refused(staff, outsider):
     assert submit(outsider, model, {"country": "de"}).answers == {"country": "DE"}
 
 
+def test_blocked_countries_are_matched_whatever_their_case_in_the_policy(staff, outsider):
+    fields = [{"name": "country", "label": "Country", "type": "country", "required": True}]
+    model = gated_model(actor=staff, fields=fields, blocked_countries=["ru", " kp "])
+
+    for answer in ("RU", "kp"):
+        with pytest.raises(NotAllowed) as refused:
+            submit(outsider, model, {"country": answer})
+        assert refused.value.code == "country_blocked"
+    assert not AccessRequest.objects.exists()
+
+
 def test_an_invalid_form_is_refused_before_anything_is_written(staff, outsider):
     fields = [{"name": "affiliation", "label": "Affiliation", "type": "text", "required": True}]
     model = gated_model(actor=staff, fields=fields)

@@ -168,6 +168,22 @@ def test_a_request_for_an_old_license_version_is_409(model, outsider, staff):
     assert error_of(response, 409)["code"] == "license_outdated"
 
 
+def test_a_license_text_shared_by_two_licenses_is_the_models_current_one(staff, outsider):
+    """Two published licenses may have one text (another slug, or a new version that changes
+    only flags): the hash the developer accepted is the model's current license."""
+    model = gated_model(actor=staff, mode="auto")
+    make_license(actor=staff, slug="aaa-same-text")  # sorts first, same LICENSE_TEXT
+
+    response = client_for(outsider).post(
+        f"{BASE}/access-requests/",
+        {"license_sha256": current_license(model).text_sha256},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.content
+    assert (response.json()["license"], response.json()["status"]) == ("acme-tiny", "approved")
+
+
 def test_a_malformed_request_is_400_with_the_field_named(model, outsider):
     response = client_for(outsider).post(
         f"{BASE}/access-requests/", {"license_sha256": "abc", "answers": []}, format="json"

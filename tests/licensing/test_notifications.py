@@ -272,6 +272,7 @@ def test_private_and_loopback_urls_are_refused_unless_allowed(staff, settings, u
         ("file:///etc/passwd", "http:// or https://"),
         ("javascript:alert(1)", "http:// or https://"),
         ("https:///no-host", "needs a host"),
+        ("https://hooks..example.com/", "not a valid host name"),
         ("https://hooks.example.com:99999/", "port"),
         ("https://hooks.example.com/" + "a" * 2000, "at most"),
     ],
@@ -480,6 +481,7 @@ def test_lost_task_messages_are_queued_again(staff, outsider, receiver, local_we
     submit(outsider, model)  # its on-commit queueing never runs: the message is "lost"
     delivery = WebhookDelivery.objects.get(endpoint=endpoint)
     assert delivery.status == Status.PENDING
+    assert delivery.next_attempt_at is not None
 
     assert notifications.webhook_deliveries_requeue() == 0  # not overdue yet
     later = delivery.next_attempt_at + notifications._OVERDUE * 2

@@ -44,7 +44,8 @@ def test_pipeline_endpoints_refuse_anonymous_and_developers(method, url, outside
     anonymous = getattr(client_for(), method)(url, {}, format="json")
     developer = getattr(client_for(outsider), method)(url, {}, format="json")
 
-    assert anonymous.status_code == 403
+    assert anonymous.status_code == 401  # not signed in: say how to authenticate
+    assert anonymous["WWW-Authenticate"].startswith("Bearer")
     assert developer.status_code == 403
     assert developer.json()["error"]["code"] == "permission_denied"
 
