@@ -181,6 +181,13 @@ def access_request_approve(*, request: AccessRequest, reviewer: User) -> AccessR
         if locked.status != Status.PENDING:
             raise NotAllowed(f"the request is {locked.status}, not pending", code="not_pending")
         policy = GatePolicy.objects.get(model=locked.model)
+        if policy.license_id != locked.license_id:
+            # A grant under a license the model no longer offers would give no access.
+            raise NotAllowed(
+                "the model's license changed since this request: reject it with "
+                "may_reapply so the requester accepts the current one",
+                code="license_outdated",
+            )
         return _approve(locked, reviewer=reviewer, policy=policy)
 
 

@@ -117,14 +117,20 @@ def grant_verify_offline(
 ) -> GrantCheck:
     """Check a grant with nothing but the JWKS document and a revocation list: signature, key,
     expiry, revocation and the list's own freshness, each with its own reason."""
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        return GrantCheck(False, 'the key set is not a JWKS document ({"keys": [...]})', {})
     try:
         listing = _verify(revocations, jwks, REVOCATIONS_TYPE, verify_exp=False)
+    except jwt.InvalidKeyError as error:
+        return GrantCheck(False, f"the key set holds a key that cannot be used: {error}", {})
     except (jwt.InvalidTokenError, LookupError) as error:
         return GrantCheck(False, f"revocation list does not verify: {error}", {})
     try:
         claims = _verify(token, jwks, GRANT_TYPE, verify_exp=False)
     except LookupError as error:
         return GrantCheck(False, f"{error}: not in the key set", {})
+    except jwt.InvalidKeyError as error:
+        return GrantCheck(False, f"the key set holds a key that cannot be used: {error}", {})
     except jwt.InvalidSignatureError:
         return GrantCheck(False, "bad signature: the grant was altered or not signed by us", {})
     except jwt.InvalidTokenError as error:

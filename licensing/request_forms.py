@@ -20,7 +20,8 @@ class InvalidForm(DomainError):
 
 def _clean_text(value: str, *, limit: int) -> str:
     """NFC-normalised, no control characters but newlines and tabs, within `limit`."""
-    text = unicodedata.normalize("NFC", value).strip()
+    # Browsers send textarea line breaks as CRLF.
+    text = unicodedata.normalize("NFC", value.replace("\r\n", "\n").replace("\r", "\n")).strip()
     if any(unicodedata.category(c) in {"Cc", "Cf"} and c not in "\n\t" for c in text):
         raise ValueError("contains control or invisible formatting characters")
     if len(text) > limit:

@@ -1,6 +1,8 @@
 """Fixed people for every test: anonymous, a developer with no special rights (`outsider`), a
 staff member and an admin. Data is made through the project's own services."""
 
+import uuid
+
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from rest_framework.test import APIClient
@@ -38,6 +40,16 @@ def admin_user(db) -> User:
 @pytest.fixture
 def api() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _cache_of_its_own(settings):
+    """Redis outlives each test's rolled-back database and is shared with other runs: each test
+    gets a key prefix of its own, so nothing cached by another test (a revocation list signed by
+    a key that no longer exists, say) leaks in."""
+    settings.CACHES = {
+        "default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}
+    }
 
 
 @pytest.fixture(autouse=True)

@@ -72,7 +72,7 @@ def test_a_complete_form_is_cleaned():
     [
         "bell\x07",  # a control character
         "nul\x00byte",
-        "carriage\rreturn",
+        "vertical\x0btab",
         "zero\u200bwidth",  # zero-width space
         "\u200dhidden joiner",
         "right-to-left \u202eoverride",  # renders text backwards: a classic spoof
@@ -89,6 +89,12 @@ def test_text_keeps_newlines_and_tabs_and_is_trimmed():
     cleaned = form_answers_clean([TEXT], {"affiliation": "  Acme\n\tLabs  "})
 
     assert cleaned == {"affiliation": "Acme\n\tLabs"}
+
+
+def test_browser_line_breaks_become_newlines():
+    cleaned = form_answers_clean([TEXT], {"affiliation": "Acme\r\nLabs\rEurope"})
+
+    assert cleaned == {"affiliation": "Acme\nLabs\nEurope"}
 
 
 def test_text_is_nfc_normalised_before_its_length_is_counted():
