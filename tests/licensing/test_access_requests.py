@@ -553,3 +553,15 @@ def test_the_database_refuses_a_second_live_grant_for_one_request(approved):
             token="x",
             issued_at=timezone.now(),
         )
+
+
+def test_approving_a_request_made_under_a_superseded_license_is_refused(model, pending, staff):
+    v2 = make_license(actor=staff, slug="acme-tiny", version="2.0", text="New terms.\n")
+    access.gate_policy_set(actor=staff, model=model, license=v2)
+
+    with pytest.raises(NotAllowed) as refused:
+        access.access_request_approve(request=pending, reviewer=staff)
+
+    assert refused.value.code == "license_outdated"
+    assert status_of(pending) == AccessRequest.Status.PENDING
+    assert not Grant.objects.filter(request=pending).exists()
