@@ -20,4 +20,6 @@ urlpatterns = [
     path(".well-known/", include(well_known)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Last: `{org}/{name}/resolve/...` sits at the root, like on huggingface.co.
+    path("", include("release.hub_urls")),
 ]

@@ -54,3 +54,12 @@ def webhook_deliver(self: Any, delivery_id: int) -> None:
 def webhook_deliveries_requeue() -> None:
     """Beat, every few minutes: queue again deliveries whose task message was lost."""
     notifications.webhook_deliveries_requeue()
+
+
+@shared_task(soft_time_limit=50, time_limit=60)
+def revocation_list_refresh() -> None:
+    """Re-sign the revocation list before it expires (beat, every
+    REVOCATION_LIST_REFRESH_SECONDS), so clients always find a fresh one."""
+    from licensing.publishing import revocation_list_publish
+
+    revocation_list_publish()

@@ -33,6 +33,24 @@ from release.models import (
 )
 
 Actor = AbstractBaseUser | AnonymousUser | None
+# Top-level paths of the service: an organisation of that name would be shadowed by them in
+# Hub-style URLs (`/{org}/{name}/resolve/...`).
+RESERVED_ORGS = frozenset(
+    {
+        "admin",
+        "api",
+        "static",
+        "healthz",
+        "readyz",
+        "metrics",
+        "models",
+        "accounts",
+        "me",
+        "settings",
+        "tokens",
+        "docs",
+    }
+)
 
 # Forward only; withdrawal is an emergency stop reachable from every phase and final.
 PHASE_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -53,6 +71,8 @@ def _validate_name(value: str, what: str) -> None:
 def model_create(*, actor: Actor, org: str, name: str, title: str = "", card: str = "") -> Model:
     """Register a new model repository `org/name`."""
     _validate_name(org, "organisation")
+    if org.lower() in RESERVED_ORGS:
+        raise DomainError(f"{org!r} is reserved for the service's own paths", code="invalid_name")
     _validate_name(name, "model name")
     try:
         with transaction.atomic():
