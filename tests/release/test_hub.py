@@ -163,8 +163,11 @@ def test_model_info_tree_and_whoami(release, live_server):
     me = api.whoami()
 
     assert info.sha == version.commit
+    assert info.siblings is not None
     assert {s.rfilename for s in info.siblings} == set(files)
     shard = next(e for e in tree if e.path == "model-00001-of-00002.safetensors")
+    assert isinstance(shard, huggingface_hub.hf_api.RepoFile)
+    assert shard.lfs is not None
     assert shard.lfs.sha256 == hashlib.sha256(files[shard.path]).hexdigest()
     assert shard.size == len(files[shard.path])
     assert me["name"] == "holder"
