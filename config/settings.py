@@ -263,6 +263,7 @@ CELERY_TRANSFER_QUEUE = env_str("CELERY_TRANSFER_QUEUE", "transfer")
 CELERY_TASK_ROUTES = {
     "release.tasks.ingest_hash_file": {"queue": CELERY_TRANSFER_QUEUE},
     "release.tasks.unlock_push_file": {"queue": CELERY_TRANSFER_QUEUE},
+    "release.tasks.open_blob_publish": {"queue": CELERY_TRANSFER_QUEUE},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -163,3 +163,24 @@ def _multipart_push(
     except BaseException:
         client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         raise
+
+
+def blob_copy(*, sha256: str, size: int, source_bucket: str, target_bucket: str) -> None:
+    """Copy a verified blob between buckets inside the store (multipart for large ones), then
+    check the copy's size and digest tag before anyone is told it is there."""
+    if blob_present(bucket=target_bucket, sha256=sha256, size=size):
+        return
+    key = blob_key(sha256)
+    s3_client().copy(
+        {"Bucket": source_bucket, "Key": key},
+        target_bucket,
+        key,
+        ExtraArgs={"MetadataDirective": "COPY"},
+    )
+    if not blob_present(bucket=target_bucket, sha256=sha256, size=size):
+        s3_client().delete_object(Bucket=target_bucket, Key=key)
+        raise DigestMismatch(f"copy of {key} into {target_bucket} does not match its source")
+
+
+def blob_delete(*, bucket: str, sha256: str) -> None:
+    s3_client().delete_object(Bucket=bucket, Key=blob_key(sha256))

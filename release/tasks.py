@@ -66,3 +66,9 @@ def downloads_flush() -> None:
 
     while flush() > 0:
         pass
+
+
+@shared_task(**STORAGE_RETRIES)
+def open_blob_publish(sha256: str) -> None:
+    """Copy an open artifact's blob to the public bucket (after the flip)."""
+    unlocks.open_blobs_publish(sha256=sha256)

@@ -30,7 +30,7 @@ from release.models import (
     UnlockFile,
     Version,
 )
-from release.publishing import DigestMismatch, blob_push
+from release.publishing import DigestMismatch, blob_copy, blob_delete, blob_push
 from release.selectors import unlock_progress
 from release.services.catalog import PHASE_TRANSITIONS, artifact_set_phase
 
@@ -339,6 +339,13 @@ def _start_staging(unlock: Unlock) -> None:
         transaction.on_commit(lambda: _queue_pushes(pending))
 
 
+def _queue_public_copies(digests: list[str]) -> None:
+    from release.tasks import open_blob_publish
+
+    for sha256 in digests:
+        open_blob_publish.delay(sha256)
+
+
 def _queue_pushes(unlock_file_ids: list[int]) -> None:
     from release.tasks import unlock_push_file
 
@@ -503,6 +510,11 @@ def unlock_flip(*, unlock_id: int, now: datetime | None = None) -> Unlock:
             )
             notifications.unlock_event("unlock.failed", unlock)
             return unlock
+        if unlock.target_phase == Phase.OPEN:
+            digests = sorted(
+                set(File.objects.filter(artifact__in=artifacts).values_list("sha256", flat=True))
+            )
+            transaction.on_commit(lambda: _queue_public_copies(digests))
         unlock.state, unlock.flipped_at = Unlock.State.DONE, timezone.now()
         unlock.save(update_fields=["state", "flipped_at"])
         audit_record(
@@ -526,7 +538,50 @@ def artifact_withdraw(*, actor: User, artifact: Artifact, reason: str) -> Artifa
         )
         for unlock in Unlock.objects.filter(state__in=LIVE_STATES, artifacts=artifact):
             unlock_cancel(unlock=unlock, actor=actor, reason=f"{artifact} withdrawn: {reason}")
+        digests = list(withdrawn.files.values_list("sha256", flat=True))
+        transaction.on_commit(lambda: open_blobs_unpublish(sha256s=digests), robust=True)
         grants_suspend_for_model(
             model=withdrawn.version.model, actor=actor, reason=f"{artifact} withdrawn: {reason}"
         )
     return withdrawn
+
+
+# --- The public bucket ---------------------------------------------------------------------------
+
+
+def open_blobs_publish(*, sha256: str) -> None:
+    """Copy a verified blob of an open artifact to the anonymous-read bucket, so downloads can
+    skip presigning (and a CDN can sit in front). Only after its artifact is open: before the
+    flip nothing may be readable there."""
+    if not File.objects.filter(sha256=sha256, artifact__phase=Phase.OPEN).exists():
+        return
+    source = Blob.objects.filter(bucket=settings.S3_BUCKET_GATED, sha256=sha256).first()
+    if (
+        source is None
+        or Blob.objects.filter(bucket=settings.S3_BUCKET_PUBLIC, sha256=sha256).exists()
+    ):
+        return
+    blob_copy(
+        sha256=sha256,
+        size=source.size,
+        source_bucket=settings.S3_BUCKET_GATED,
+        target_bucket=settings.S3_BUCKET_PUBLIC,
+    )
+    Blob.objects.get_or_create(
+        bucket=settings.S3_BUCKET_PUBLIC,
+        sha256=sha256,
+        defaults={"size": source.size, "verified_at": timezone.now()},
+    )
+
+
+def open_blobs_unpublish(*, sha256s: list[str]) -> None:
+    """After a withdrawal: take back from the public bucket every blob no open file needs."""
+    still_open = set(
+        File.objects.filter(sha256__in=sha256s, artifact__phase=Phase.OPEN).values_list(
+            "sha256", flat=True
+        )
+    )
+    for sha256 in set(sha256s) - still_open:
+        # Forget it first: from this moment downloads redirect to presigned URLs (or refuse).
+        Blob.objects.filter(bucket=settings.S3_BUCKET_PUBLIC, sha256=sha256).delete()
+        blob_delete(bucket=settings.S3_BUCKET_PUBLIC, sha256=sha256)

@@ -456,3 +456,63 @@ def test_a_storage_outage_delays_the_push_and_corrupts_nothing(
     push_all(unlock)  # the store is back
     unlock_advance(unlock_id=unlock.pk)
     assert Unlock.objects.get(pk=unlock.pk).state == Unlock.State.DONE
+
+
+def test_open_blobs_go_public_after_the_flip_and_back_on_withdrawal(release_v1, staff, approvers):
+    import urllib.request
+
+    from rest_framework.test import APIClient
+
+    from release.services.unlocks import open_blobs_publish
+
+    version = release_v1[0]
+    unlock = approved(
+        version, staff, approvers, at=datetime.now(UTC), target=Phase.OPEN, artifacts=("tokenizer",)
+    )
+    unlock_advance(unlock_id=unlock.pk)
+    push_all(unlock)
+    unlock_advance(unlock_id=unlock.pk)
+    tokenizer = version.files.get(path="tokenizer.json")
+    public_url = (
+        f"{settings.S3_PUBLIC_BASE_URL}/{settings.S3_BUCKET_PUBLIC}/{blob_key(tokenizer.sha256)}"
+    )
+
+    open_blobs_publish(sha256=tokenizer.sha256)  # what the queued task does after the flip
+    redirect = APIClient().get("/api/v1/models/acme/llm/versions/v1/files/tokenizer.json")
+    served = urllib.request.urlopen(redirect["Location"]).read()
+    services.artifact_withdraw(actor=staff, artifact=tokenizer.artifact, reason="bad tokenizer")
+    from release.services.unlocks import open_blobs_unpublish
+
+    open_blobs_unpublish(sha256s=[tokenizer.sha256])  # on commit, in production
+
+    assert redirect["Location"] == public_url  # no signature needed
+    assert len(served) == tokenizer.size
+    assert not Blob.objects.filter(
+        bucket=settings.S3_BUCKET_PUBLIC, sha256=tokenizer.sha256
+    ).exists()
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(public_url)
+
+
+def test_nothing_goes_public_for_a_gated_unlock(release_v1, staff, approvers):
+    from release.services.unlocks import open_blobs_publish
+
+    version = release_v1[0]
+    unlock = approved(
+        version,
+        staff,
+        approvers,
+        at=datetime.now(UTC),
+        target=Phase.GATED,
+        artifacts=("tokenizer",),
+    )
+    unlock_advance(unlock_id=unlock.pk)
+    push_all(unlock)
+    unlock_advance(unlock_id=unlock.pk)
+    tokenizer = version.files.get(path="tokenizer.json")
+
+    open_blobs_publish(sha256=tokenizer.sha256)
+
+    assert not blob_present(
+        bucket=settings.S3_BUCKET_PUBLIC, sha256=tokenizer.sha256, size=tokenizer.size
+    )
