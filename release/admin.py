@@ -16,6 +16,7 @@ from config.errors import DomainError
 from release import services
 from release.models import (
     Artifact,
+    DownloadDaily,
     File,
     Heartbeat,
     IngestFile,
@@ -472,3 +473,21 @@ class UnlockAdmin(CreatedByServiceAdmin):
             "cancelled",
             lambda unlock, reason: services.unlock_cancel(unlock=unlock, actor=user, reason=reason),
         )
+
+
+@admin.register(DownloadDaily)
+class DownloadDailyAdmin(admin.ModelAdmin[DownloadDaily]):
+    """Downloads per model, version and day (written in batches from the Redis buffer)."""
+
+    list_display = ["model", "version", "day", "count"]
+    list_filter = ["model", "day"]
+    date_hierarchy = "day"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: DownloadDaily | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: DownloadDaily | None = None) -> bool:
+        return False

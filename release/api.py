@@ -1,14 +1,17 @@
 """Read API of the release catalog. Every view asks `release.selectors` what the caller may see;
 anything invisible answers 404, exactly like something that does not exist."""
 
+from typing import Any
+
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
 from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.request import Request
 
 from config.errors import NotFound
 from release import selectors
-from release.models import File, Model, Phase, Version
+from release.models import DownloadDaily, File, Model, Phase, Version
 from release.serializers import (
     FileSerializer,
     ModelDetailSerializer,
@@ -102,3 +105,24 @@ class FileListApi(ListAPIView[File]):
             self.request, self.kwargs["org"], self.kwargs["name"], self.kwargs["revision"]
         )
         return selectors.files_visible_to(user=self.request.user, version=version).order_by("path")
+
+
+class DownloadCountOut(serializers.Serializer[Any]):
+    version = serializers.CharField()
+    day = serializers.DateField()
+    count = serializers.IntegerField()
+
+
+class ModelDownloadsApi(ListAPIView[DownloadDaily]):
+    """Downloads of a model per version and UTC day, newest first (`?version=` filters)."""
+
+    serializer_class = DownloadCountOut
+
+    def get_queryset(self) -> QuerySet[DownloadDaily]:
+        model = _model_or_404(self.request, self.kwargs["org"], self.kwargs["name"])
+        visible = selectors.versions_visible_to(user=self.request.user, model=model).values("name")
+        days = DownloadDaily.objects.filter(model=model, version__in=visible).order_by(
+            "-day", "version"
+        )
+        version = self.request.query_params.get("version")
+        return days.filter(version=version) if version else days

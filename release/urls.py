@@ -7,6 +7,11 @@ urlpatterns = [
     path("models/", api.ModelListApi.as_view(), name="model-list"),
     path("models/<str:org>/<str:name>/", api.ModelDetailApi.as_view(), name="model-detail"),
     path(
+        "models/<str:org>/<str:name>/downloads/",
+        api.ModelDownloadsApi.as_view(),
+        name="model-downloads",
+    ),
+    path(
         "models/<str:org>/<str:name>/versions/", api.VersionListApi.as_view(), name="version-list"
     ),
     path(

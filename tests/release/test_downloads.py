@@ -295,3 +295,15 @@ def test_per_grant_daily_quota(world, settings):
     assert first.status_code == 302
     assert second.status_code == 429
     assert "daily quota" in second.json()["error"]["message"]
+
+
+def test_download_counts_per_version_and_day_in_the_api(world, clean_buffer):
+    _, people = world
+    client = client_as("grant_holder", people)
+    for _ in range(3):
+        client.get("/api/v1/models/acme/llm/versions/v1/files/o/part-0.bin")
+    downloads_flush()
+
+    counts = APIClient().get("/api/v1/models/acme/llm/downloads/").json()["results"]
+
+    assert counts == [{"version": "v1", "day": datetime.now(UTC).date().isoformat(), "count": 3}]
