@@ -10,10 +10,18 @@ PYTEST_ARGS ?=
 
 .PHONY: install services services-stop services-status migrate demo test lint typecheck pytest lock bench clean
 
+# Older Hugging Face clients, each in a folder of its own, for the compatibility tests: users run
+# the 0.x and 1.x lines as well as the 2.x the virtualenv has.
+HF_CLIENTS := 0.36.2 1.21.0
+
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[local,dev]'
+	for version in $(HF_CLIENTS); do \
+	  $(BIN)/python -m pip install --quiet --target $(VENV)/hf-clients/$$version \
+	    "huggingface_hub==$$version" || exit 1; \
+	done
 	touch $@
 
 install: $(INSTALLED)

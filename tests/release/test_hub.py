@@ -190,3 +190,57 @@ def test_resolve_answers_carry_the_hub_headers_and_no_xet(release, live_server):
     assert missing.status == 404
     assert missing.headers["X-Error-Code"] == "EntryNotFound"
     assert missing.headers["X-Repo-Commit"] == version.commit
+
+
+HF_CLIENTS = Path(__file__).resolve().parents[2] / ".venv" / "hf-clients"
+OLD_CLIENT_SCRIPT = """
+import hashlib, json, pathlib, sys
+import huggingface_hub
+endpoint, token, cache = sys.argv[1:4]
+folder = huggingface_hub.snapshot_download(
+    "acme/hubby", revision="v1", endpoint=endpoint, token=token, cache_dir=cache)
+files = {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+         for p in pathlib.Path(folder).rglob("*") if p.is_file()}
+try:
+    huggingface_hub.hf_hub_download("acme/hubby", "config.json", revision="v1",
+                                    endpoint=endpoint, cache_dir=cache + "-anon")
+    gated = "downloaded"
+except Exception as error:
+    gated = type(error).__name__
+print(json.dumps({"version": huggingface_hub.__version__, "files": files, "gated": gated}))
+"""
+
+
+@pytest.mark.parametrize("client_version", ["0.36.2", "1.21.0"])
+def test_older_hub_clients_download_too(release, live_server, tmp_path, client_version):
+    """0.x needs `siblings` and writes an empty file when a redirect lacks X-Linked-Size; 1.x
+    reads the tree; both must get every byte."""
+    import json
+    import subprocess
+    import sys
+
+    folder = HF_CLIENTS / client_version
+    if not folder.is_dir():
+        pytest.fail(f"{folder} is missing: `make install` puts the older clients there")
+    _, files, token = release
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(folder),
+        "HF_HOME": str(tmp_path / "home"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+
+    run = subprocess.run(
+        [sys.executable, "-c", OLD_CLIENT_SCRIPT, live_server.url, token, str(tmp_path / "c")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["version"] == client_version
+    assert result["files"] == {p: hashlib.sha256(b).hexdigest() for p, b in files.items()}
+    assert result["gated"] == "GatedRepoError"
