@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from licensing.authentication import request_token
+from licensing.models import DownloadToken, Grant
 from release import selectors
 from release.distribution import download_record, download_throttle, download_url
 from release.models import File, Version
@@ -30,8 +31,27 @@ class Found:
 
 
 def file_lookup(request: Request, org: str, name: str, revision: str, path: str) -> Found:
-    """The model, version and file a request names, as far as the caller may know they exist,
-    then the authorisation decision for the file."""
+    """The file a request names and whether the caller may have it.
+
+    The common case takes one query for the file (by version name or commit) and the decision.
+    Anything the decision hides as 404, and anything not found, goes the slow way through the
+    visibility selectors, so the answer says model, version or file not found without revealing
+    what the caller may not see."""
+    file = selectors.file_by_revision(org=org, name=name, revision=revision, path=path)
+    token = request_token(request)
+    if file is not None:
+        decision = selectors.file_download_decision(user=request.user, token=token, file=file)
+        if decision.allowed or decision.status != 404:
+            version = file.artifact.version
+            if not decision.allowed:
+                return Found(
+                    version, None, Refusal(decision.status, decision.code, decision.message)
+                )
+            return _throttled(request, version, file, token, decision.grant)
+    return _not_found(request, org, name, revision, path)
+
+
+def _not_found(request: Request, org: str, name: str, revision: str, path: str) -> Found:
     model = selectors.model_get_visible(user=request.user, org=org, name=name)
     if model is None:
         return Found(None, None, Refusal(404, "model_not_found", f"model {org}/{name} not found"))
@@ -42,30 +62,19 @@ def file_lookup(request: Request, org: str, name: str, revision: str, path: str)
             None,
             Refusal(404, "version_not_found", f"{org}/{name} has no version {revision!r}"),
         )
-    file = (
-        File.objects.select_related("artifact__version__model")
-        .filter(version=version, path=path)
-        .first()
+    return Found(
+        version,
+        None,
+        Refusal(404, "file_not_found", f"{org}/{name}@{version.name} has no file {path!r}"),
     )
-    if file is None:
-        return Found(
-            version,
-            None,
-            Refusal(404, "file_not_found", f"{org}/{name}@{version.name} has no file {path!r}"),
-        )
-    token = request_token(request)
-    decision = selectors.file_download_decision(user=request.user, token=token, file=file)
-    if not decision.allowed:
-        code = "file_not_found" if decision.status == 404 else decision.code
-        message = (
-            f"{org}/{name}@{version.name} has no file {path!r}"
-            if decision.status == 404
-            else decision.message
-        )
-        return Found(version, None, Refusal(decision.status, code, message))
+
+
+def _throttled(
+    request: Request, version: Version, file: File, token: DownloadToken | None, grant: Grant | None
+) -> Found:
     throttle = download_throttle(
         token_key=token.token_hash[:16] if token else None,
-        grant_id=str(decision.grant.jti) if decision.grant else None,
+        grant_id=str(grant.jti) if grant else None,
     )
     if not throttle.allowed:
         return Found(
@@ -76,7 +85,7 @@ def file_lookup(request: Request, org: str, name: str, revision: str, path: str)
             file=file,
             user_id=request.user.pk,
             token_id=token.pk if token else None,
-            grant_id=str(decision.grant.jti) if decision.grant else None,
+            grant_id=str(grant.jti) if grant else None,
         )
     return Found(version, file, None)
 

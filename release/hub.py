@@ -33,7 +33,7 @@ def _hub_error(status: int, code: str, message: str, commit: str | None = None) 
     response["X-Error-Code"] = code
     response["X-Error-Message"] = message
     if commit:
-        response["X-Repo-Commit"] = commit
+        response["X-Repo-Commit"] = str(commit)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="weightgate"'
     return response
@@ -183,14 +183,21 @@ class HubResolveApi(APIView):
 
     @extend_schema(exclude=True)
     def get(self, request: Request, org: str, name: str, revision: str, path: str) -> HttpResponse:
-        looked_up = _lookup(request, org, name, revision)
-        if isinstance(looked_up, JsonResponse):
-            return looked_up
-        _, version = looked_up
-        commit = str(version.commit)
-        found = file_lookup(request, org, name, commit, path)
+        if revision == "main":  # clients' default: the newest version the caller may see
+            looked_up = _lookup(request, org, name, revision)
+            if isinstance(looked_up, JsonResponse):
+                return looked_up
+            revision = str(looked_up[1].commit)
+        found = file_lookup(request, org, name, revision, path)
+        commit = found.version.commit if found.version else None
         if found.refusal is not None:
             refusal = found.refusal
+            if refusal.code == "model_not_found":
+                return _hub_error(404, "RepoNotFound", f"Repository {org}/{name} not found")
+            if refusal.code == "version_not_found":
+                return _hub_error(
+                    404, "RevisionNotFound", f"Revision {revision!r} not found in {org}/{name}"
+                )
             if refusal.status == 404:
                 return _hub_error(404, "EntryNotFound", f"{path} not found in {org}/{name}", commit)
             if refusal.code == "gated":
@@ -203,7 +210,7 @@ class HubResolveApi(APIView):
         assert found.file is not None  # no refusal: a file
         response = HttpResponse(status=302)
         response["Location"] = download_url(found.file)
-        response["X-Repo-Commit"] = commit
+        response["X-Repo-Commit"] = str(commit)
         response["ETag"] = f'"{found.file.sha256}"'
         response["X-Linked-Etag"] = f'"{found.file.sha256}"'
         response["X-Linked-Size"] = str(found.file.size)

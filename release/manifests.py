@@ -9,13 +9,14 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from config.errors import DomainError
+# MAX_PATH_LENGTH moved to file_paths (pure, shared with the CLI); still importable from here.
+from release.file_paths import MAX_PATH_LENGTH as MAX_PATH_LENGTH
+from release.file_paths import file_path_problem
 
 MANIFEST_FORMAT = "weightgate.manifest/v1"
-MAX_PATH_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -29,17 +30,7 @@ class ManifestEntry:
 def file_path_validate(path: str) -> str:
     """Refuse a path that could escape the version's folder or means different things to
     different clients; return it unchanged when it is a plain relative POSIX path."""
-    problem = None
-    if not path or len(path) > MAX_PATH_LENGTH:
-        problem = f"must be 1 to {MAX_PATH_LENGTH} characters"
-    elif path.startswith("/") or "\\" in path:
-        problem = "must be a relative POSIX path"
-    elif any(ord(char) < 32 or ord(char) == 127 for char in path):
-        problem = "must not contain control characters"
-    elif any(part in {"", ".", ".."} for part in path.split("/")):
-        problem = "must not contain empty, '.' or '..' segments"
-    elif PurePosixPath(path).parts[0].startswith(".git"):
-        problem = "must not be inside .git"
+    problem = file_path_problem(path)
     if problem:
         raise DomainError(f"file path {path!r} {problem}", code="invalid_path")
     return path

@@ -100,6 +100,17 @@ def version_get_visible(*, user: Viewer, model: Model, revision: str) -> Version
     return versions.filter(name=revision).first()
 
 
+def file_by_revision(*, org: str, name: str, revision: str, path: str) -> File | None:
+    """A file by model, version name or commit, and path, in one query, with no regard to who
+    asks: callers must decide access with `file_download_decision`."""
+    files = File.objects.select_related("artifact__version__model").filter(
+        version__model__org=org, version__model__name=name, path=path
+    )
+    if COMMIT_RE.fullmatch(revision):
+        return files.filter(version__commit=revision).first()
+    return files.filter(version__name=revision).first()
+
+
 def files_visible_to(*, user: Viewer, version: Version) -> QuerySet[File]:
     return File.objects.filter(
         version=version, artifact__in=artifacts_visible_to(user=user)
@@ -180,6 +191,7 @@ def file_download_decision(
     """The one answer to "may this principal (anonymous, a signed-in user, or a token's user)
     download this file of this version now?":
 
+    - what the caller may not see (below) answers 404, exactly like what does not exist;
     - a token limited to other models: no;
     - withdrawn: no one;
     - unsealed versions: staff only;
@@ -191,6 +203,17 @@ def file_download_decision(
     """
     artifact = file.artifact
     model = artifact.version.model
+    staff = viewer_is_staff(user)
+    hidden = DownloadDecision(False, 404, "not_found", "no such file")
+    if not staff and (
+        artifact.phase == Phase.WITHDRAWN
+        or not artifact.version.is_sealed
+        or (
+            artifact.phase == Phase.PROPRIETARY
+            and not partner_may_see_proprietary(user=user, model_id=model.pk)
+        )
+    ):
+        return hidden  # what the caller may not see does not exist for them
     if token is not None and token.model_ids and model.repo_id not in token.model_ids:
         return DownloadDecision(
             False,
@@ -199,23 +222,12 @@ def file_download_decision(
             f"this token is limited to {', '.join(token.model_ids)}; "
             f"create a token that includes {model.repo_id}",
         )
-    staff = viewer_is_staff(user)
     if artifact.phase == Phase.WITHDRAWN:
-        if staff:
-            return DownloadDecision(
-                False, 403, "withdrawn", f"{artifact.name} was withdrawn and is served to no one"
-            )
-        return DownloadDecision(False, 404, "not_found", "no such file")
-    if staff:
-        return DownloadDecision(True)
-    if not artifact.version.is_sealed:
-        return DownloadDecision(False, 404, "not_found", "no such file")
-    if artifact.phase == Phase.OPEN:
-        return DownloadDecision(True)
-    if artifact.phase == Phase.PROPRIETARY:
-        if partner_may_see_proprietary(user=user, model_id=model.pk):
-            return DownloadDecision(True)
-        return DownloadDecision(False, 404, "not_found", "no such file")
+        return DownloadDecision(
+            False, 403, "withdrawn", f"{artifact.name} was withdrawn and is served to no one"
+        )
+    if staff or artifact.phase in (Phase.OPEN, Phase.PROPRIETARY):
+        return DownloadDecision(True)  # proprietary reached here only for partner members
     # Gated.
     if not user.is_authenticated:
         return DownloadDecision(

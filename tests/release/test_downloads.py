@@ -34,7 +34,7 @@ MATRIX = {
     "expired_token": (401, 401, 401, 401),
     "revoked_token": (401, 401, 401, 401),
     "others_token": (404, 200, 200, 404),  # acts as the token's owner (a grant holder)
-    "scoped_elsewhere": (403, 403, 403, 403),
+    "scoped_elsewhere": (404, 403, 403, 404),  # what it may not see stays hidden
     "partner": (200, 403, 200, 404),
     "staff": (200, 200, 200, 403),
     "admin": (200, 200, 200, 403),
