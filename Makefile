@@ -18,8 +18,12 @@ $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[local,dev]'
+	touch $@
+
+HF_CLIENTS_INSTALLED := $(VENV)/hf-clients/.installed
+$(HF_CLIENTS_INSTALLED): $(INSTALLED) Makefile
 	for version in $(HF_CLIENTS); do \
-	  $(BIN)/python -m pip install --quiet --target $(VENV)/hf-clients/$$version \
+	  $(BIN)/python -m pip install --quiet --upgrade --target $(VENV)/hf-clients/$$version \
 	    "huggingface_hub==$$version" || exit 1; \
 	done
 	touch $@
@@ -53,7 +57,7 @@ lint: install
 typecheck: services  # the django-stubs plugin loads settings, which read .local/env
 	$(BIN)/mypy config release licensing infra bench tests
 
-pytest: services
+pytest: services $(HF_CLIENTS_INSTALLED)
 	$(MANAGE) storage_init
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -9,18 +9,20 @@ Claims of a grant:
 """
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import jwt
 from jwt.algorithms import ECAlgorithm
 
+# Verification needs no Django and lives beside, shared with the `weightgate` CLI; these names
+# stay importable from here.
+from licensing.grant_format import GRANT_TYPE as GRANT_TYPE
+from licensing.grant_format import REVOCATIONS_TYPE as REVOCATIONS_TYPE
+from licensing.grant_format import GrantCheck as GrantCheck
+from licensing.grant_format import grant_verify_offline as grant_verify_offline
 from licensing.keys import signing_key_private, signing_key_public
 from licensing.models import SigningKey
-
-GRANT_TYPE = "wg-grant+jwt"
-REVOCATIONS_TYPE = "wg-revocations+jwt"
 
 
 def _sign(claims: dict[str, Any], *, key: SigningKey, typ: str) -> str:
@@ -85,60 +87,3 @@ def jwks_document(keys: list[SigningKey]) -> dict[str, Any]:
         jwk.update({"kid": key.kid, "alg": key.algorithm, "use": "sig"})
         entries.append(jwk)
     return {"keys": entries}
-
-
-@dataclass(frozen=True)
-class GrantCheck:
-    valid: bool
-    reason: str  # why not, in words a person can act on; "" when valid
-    claims: dict[str, Any]
-
-
-def _verify(token: str, jwks: dict[str, Any], typ: str, *, verify_exp: bool) -> dict[str, Any]:
-    header = jwt.get_unverified_header(token)
-    if header.get("typ") != typ:
-        raise jwt.InvalidTokenError(f"not a {typ} (typ {header.get('typ')!r})")
-    jwk = next((k for k in jwks.get("keys", []) if k.get("kid") == header.get("kid")), None)
-    if jwk is None:
-        raise LookupError(f"unknown signing key {header.get('kid')!r}")
-    # The algorithm comes from our key set, never from the token's own header. Times are judged
-    # by the caller against its `now`, not here against this machine's clock: a client a few
-    # seconds behind the server would otherwise refuse a list just signed as "not yet valid".
-    return jwt.decode(
-        token,
-        ECAlgorithm.from_jwk(json.dumps(jwk)),  # type: ignore[arg-type]
-        algorithms=[jwk["alg"]],
-        options={"verify_exp": verify_exp, "verify_iat": False, "verify_aud": False},
-    )
-
-
-def grant_verify_offline(
-    token: str, *, jwks: dict[str, Any], revocations: str, now: datetime
-) -> GrantCheck:
-    """Check a grant with nothing but the JWKS document and a revocation list: signature, key,
-    expiry, revocation and the list's own freshness, each with its own reason."""
-    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
-        return GrantCheck(False, 'the key set is not a JWKS document ({"keys": [...]})', {})
-    try:
-        listing = _verify(revocations, jwks, REVOCATIONS_TYPE, verify_exp=False)
-    except jwt.InvalidKeyError as error:
-        return GrantCheck(False, f"the key set holds a key that cannot be used: {error}", {})
-    except (jwt.InvalidTokenError, LookupError) as error:
-        return GrantCheck(False, f"revocation list does not verify: {error}", {})
-    try:
-        claims = _verify(token, jwks, GRANT_TYPE, verify_exp=False)
-    except LookupError as error:
-        return GrantCheck(False, f"{error}: not in the key set", {})
-    except jwt.InvalidKeyError as error:
-        return GrantCheck(False, f"the key set holds a key that cannot be used: {error}", {})
-    except jwt.InvalidSignatureError:
-        return GrantCheck(False, "bad signature: the grant was altered or not signed by us", {})
-    except jwt.InvalidTokenError as error:
-        return GrantCheck(False, f"not a valid grant: {error}", {})
-    if listing.get("exp", 0) <= now.timestamp():
-        return GrantCheck(False, "stale revocation list: fetch a fresh one", claims)
-    if "exp" in claims and claims["exp"] <= now.timestamp():
-        return GrantCheck(False, "expired", claims)
-    if claims.get("jti") in set(listing.get("revoked", [])):
-        return GrantCheck(False, "revoked", claims)
-    return GrantCheck(True, "", claims)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from config.errors import DomainError
-# MAX_PATH_LENGTH moved to file_paths (pure, shared with the CLI); still importable from here.
 from release.file_paths import MAX_PATH_LENGTH as MAX_PATH_LENGTH
 from release.file_paths import file_path_problem
 
