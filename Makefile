@@ -55,7 +55,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: services  # the django-stubs plugin loads settings, which read .local/env
-	$(BIN)/mypy config release licensing infra bench tests
+	$(BIN)/mypy config release licensing infra bench tests weightgate_cli
 
 pytest: services $(HF_CLIENTS_INSTALLED)
 	$(MANAGE) storage_init

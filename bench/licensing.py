@@ -389,6 +389,7 @@ class Results:
     failures: list[str] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)
     seed_seconds: float = 0.0
+    load_average: float | None = None  # of the machine when the run began: others' work too
 
 
 class BenchFailed(Exception):
@@ -931,7 +932,8 @@ def bulk_approval(seeded: Seeded, params: Params, results: Results) -> None:
 
 
 def offline_checks(seeded: Seeded, jwks: dict[str, Any], params: Params, results: Results) -> None:
-    """(c): the revocation list names `revoked` grants of (b); the checked grants are others."""
+    """(c): the revocation list names the first `revoked` grants of the run (warm-up, surge);
+    the grants checked are the 1000 after them, none of them listed."""
     from django.conf import settings
     from django.utils import timezone
 
@@ -973,6 +975,7 @@ def run(params: Params, results: Results) -> None:
     from django.db import connection
 
     routing_check(params.queue)
+    results.load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print(f"seeding {params.count + params.warmup + 1} users and sessions, 4 models", flush=True)
     started = time.perf_counter()
     seeded = seed(params)
@@ -1032,7 +1035,9 @@ def report(params: Params, results: Results) -> None:
     )
     print(
         f"  machine  {os.cpu_count()} CPUs, {platform.platform(terse=True)}, "
-        f"Python {platform.python_version()}; seeding took {results.seed_seconds:.1f} s"
+        f"Python {platform.python_version()}; load average "
+        + (f"{results.load_average:.1f}" if results.load_average is not None else "n/a")
+        + f" when the run began; seeding took {results.seed_seconds:.1f} s"
     )
     print(
         "  queries  "
@@ -1118,7 +1123,7 @@ def report(params: Params, results: Results) -> None:
         print()
         print(
             f"(c) offline grant verification: {params.rounds} rounds of "
-            f"{params.verify_seconds:g} s each way, grants of (a) and (b)"
+            f"{params.verify_seconds:g} s each way, 1000 grants of this run, none of them listed"
         )
         vheader = f"{'':<44}{'per s':>9}{'us each':>9}{'vs raw':>9}  by round"
         print(vheader)

@@ -92,7 +92,7 @@ def celery_worker(
         log.close()
 
 
-def wait_for(condition, *, timeout: float = 60.0, what: str = "condition") -> None:
+def wait_for(condition, *, timeout: float = 180.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

@@ -53,7 +53,7 @@ class Tuning:
 
     def delay(self, attempt: int) -> float:
         """Exponential backoff with full jitter: retries from many workers do not line up."""
-        ceiling = min(30.0, self.backoff * 2**attempt)
+        ceiling = min(30.0, self.backoff * 2.0**attempt)
         return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 (jitter, not secrets)
 
 
@@ -209,7 +209,11 @@ class Api:
             # Only the path and query of `next` are used, against our endpoint: a server behind
             # a misconfigured proxy must not be able to send the token to another host.
             parts = urlsplit(following)
-            page = self.get_json(parts.path + (f"?{parts.query}" if parts.query else ""), what=what)
+            path_ = parts.path
+            prefix = urlsplit(self.endpoint).path.rstrip("/")
+            if prefix and path_.startswith(prefix + "/"):
+                path_ = path_[len(prefix) :]  # the client adds the endpoint's own path
+            page = self.get_json(path_ + (f"?{parts.query}" if parts.query else ""), what=what)
 
     def model_path(self, repo_id: str) -> str:
         org, name = repo_id.split("/", 1)

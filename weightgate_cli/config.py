@@ -16,7 +16,7 @@ from typing import Any
 
 from weightgate_cli.errors import CliError, UsageError
 
-TOKEN_PREFIX = "wg_"
+TOKEN_PREFIX = "wg_"  # noqa: S105 (a prefix, not a secret)
 
 
 def config_path() -> Path:
@@ -58,7 +58,8 @@ def config_save(data: dict[str, Any], path: Path | None = None) -> Path:
     # O_EXCL: never write the secret through a file (or symlink) someone else put there.
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.fchmod(fd, 0o600)  # whatever the umask
+        if hasattr(os, "fchmod"):  # POSIX; on Windows the mode bits mean little
+            os.fchmod(fd, 0o600)  # whatever the umask
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=2)
             handle.write("\n")

@@ -1,0 +1,529 @@
+"""The `weightgate` CLI against a live server and the real object store: login, parallel ranged
+downloads that resume and verify (sha256 and the version signature), refusal of corrupted bytes
+and of gated files without access, `verify DIR`, and `grant verify`."""
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from licensing import access
+from licensing.keys import signing_key_ensure
+from licensing.models import Grant
+from licensing.tokens import token_create
+from release import services
+from release.models import Phase
+from release.sample_weights import sample_model_files, sample_tokenizer_files
+from tests.factories import make_user
+from tests.licensing.factories import make_license
+from tests.staging import ingest_now, overwrite
+from weightgate_cli import download as download_module
+from weightgate_cli.catalog import RemoteFile, files_select
+from weightgate_cli.config import config_load
+from weightgate_cli.download import size_parse
+from weightgate_cli.errors import CliError
+from weightgate_cli.main import main
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MiB = 1024 * 1024
+SHARD = "model-00001-of-00003.safetensors"
+WEIGHTGATE = Path(sys.executable).with_name("weightgate")
+
+
+@pytest.fixture(autouse=True)
+def _cli_env(tmp_path, monkeypatch):
+    """A clean client: its own config file, none of the runner's credentials, 1 MiB ranges so
+    that a few-MiB shard takes the parallel ranged path, and quick retries."""
+    monkeypatch.setenv("WEIGHTGATE_CONFIG", str(tmp_path / "config" / "weightgate.json"))
+    for name in ("WEIGHTGATE_TOKEN", "WEIGHTGATE_ENDPOINT", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WEIGHTGATE_CHUNK_SIZE", "1M")
+    monkeypatch.setenv("WEIGHTGATE_PARALLEL_THRESHOLD", "1M")
+    monkeypatch.setenv("WEIGHTGATE_RETRIES", "2")
+    monkeypatch.setenv("WEIGHTGATE_BACKOFF", "0.01")
+
+
+@pytest.fixture
+def release(live_server, monkeypatch):
+    """acme/cli v1: `base` gated (three ~3 MiB shards), `tokenizer` open, `vision` proprietary
+    (so a developer gets per-artifact signatures); `holder` has a grant and a token."""
+    files = sample_model_files(layers=4, hidden=384, shards=3, seed=os.getpid() % 1000)
+    version, sources = ingest_now(
+        org="acme",
+        name="cli",
+        artifacts={
+            "base": files,
+            "tokenizer": sample_tokenizer_files(),
+            "vision": {"vision/config.json": b'{"image_size": 224}'},
+        },
+    )
+    admin = make_user("root", is_staff=True, is_superuser=True)
+    artifacts = {a.name: a for a in version.artifacts.all()}
+    services.artifact_set_phase(actor=admin, artifact=artifacts["base"], phase=Phase.GATED)
+    services.artifact_set_phase(actor=admin, artifact=artifacts["tokenizer"], phase=Phase.OPEN)
+    signing_key_ensure(purpose="grants")
+    access.gate_policy_set(actor=admin, model=version.model, license=make_license(actor=admin))
+    holder = make_user("holder")
+    access.access_grant_direct(model=version.model, user=holder, reviewer=admin)
+    _, token = token_create(user=holder, name="cli")
+    monkeypatch.setenv("WEIGHTGATE_ENDPOINT", live_server.url)
+    return {
+        "version": version,
+        "files": {**files, **sample_tokenizer_files()},  # what the holder may download
+        "sources": sources,
+        "token": token,
+        "admin": admin,
+        "holder": holder,
+    }
+
+
+def digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file of a download, the CLI's own folder aside."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and ".weightgate" not in p.relative_to(folder).parts
+    }
+
+
+# --- login --------------------------------------------------------------------------------------
+
+
+def test_login_validates_the_token_and_writes_a_private_config(release, live_server, capsys):
+    path = Path(os.environ["WEIGHTGATE_CONFIG"])
+
+    code = main(["login", "--endpoint", live_server.url + "/", "--token", release["token"]])
+
+    assert code == 0, capsys.readouterr().err
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == {"endpoint": live_server.url, "token": release["token"]}
+    assert "as holder" in capsys.readouterr().err
+
+
+def test_login_refuses_an_unknown_token_and_saves_nothing(release, live_server, capsys):
+    code = main(["login", "--endpoint", live_server.url, "--token", "wg_" + "x" * 40])
+
+    assert code == 3
+    assert "not a Weightgate token" in capsys.readouterr().err
+    assert not Path(os.environ["WEIGHTGATE_CONFIG"]).exists()
+
+
+def test_a_config_readable_by_others_is_tightened(tmp_path, capsys):
+    path = Path(os.environ["WEIGHTGATE_CONFIG"])
+    path.parent.mkdir(parents=True)
+    path.write_text('{"endpoint": "http://example.test", "token": "wg_secret"}')
+    path.chmod(0o644)
+
+    assert config_load()["token"] == "wg_secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "readable by others" in capsys.readouterr().err
+
+
+def test_the_saved_token_is_not_sent_to_another_endpoint(release, live_server, capsys, tmp_path):
+    main(["login", "--endpoint", live_server.url, "--token", release["token"]])
+
+    # The same server under another name: the saved token is for the first one only.
+    other = live_server.url.replace("localhost", "127.0.0.1")
+    code = main(["download", "acme/cli", "--endpoint", other, "--dir", str(tmp_path / "d")])
+
+    assert other != live_server.url
+    assert code == 3
+    assert "request access" in capsys.readouterr().err
+
+
+# --- download -----------------------------------------------------------------------------------
+
+
+def test_download_of_a_sharded_gated_model_matches_digests_and_signature(
+    release, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich draws its progress bars as on a terminal
+    ranges = []
+    fetch_range = download_module.Downloader._fetch_range
+
+    def counted(self, job, index, task):
+        ranges.append(job.remote.path)
+        return fetch_range(self, job, index, task)
+
+    monkeypatch.setattr(download_module.Downloader, "_fetch_range", counted)
+    folder = tmp_path / "model"
+
+    code = main(["download", "acme/cli", "--dir", str(folder), "--workers", "4"])
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.strip() == str(folder)
+    assert tree(folder) == release["files"]
+    assert ranges.count(SHARD) == -(-len(release["files"][SHARD]) // MiB) > 2  # 1 MiB ranges
+    manifest = json.loads((folder / ".weightgate" / "manifest.json").read_text())
+    assert manifest["commit"] == release["version"].commit
+    assert {f["path"]: f["sha256"] for f in manifest["files"]} == {
+        path: digest(body) for path, body in release["files"].items()
+    }
+    # `vision` is proprietary: the holder cannot see it, so each artifact's own signature.
+    assert sorted(s["artifact"] for s in manifest["signatures"]) == ["base", "tokenizer"]
+    assert "signature verified" in err
+
+
+def test_download_again_skips_files_already_in_place(release, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    folder = tmp_path / "model"
+    assert main(["download", "acme/cli", "--dir", str(folder)]) == 0
+    capsys.readouterr()
+
+    code = main(["download", "acme/cli", "--dir", str(folder)])
+
+    assert code == 0
+    assert f"{len(release['files'])} files were already in place" in capsys.readouterr().err
+
+
+def test_include_and_exclude_select_paths(release, tmp_path, monkeypatch):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    folder = tmp_path / "json"
+
+    code = main(
+        [
+            "download",
+            "acme/cli",
+            "--revision",
+            "v1",
+            "--include",
+            "*.json",
+            "--exclude",
+            "config.json",
+            "--dir",
+            str(folder),
+        ]
+    )
+
+    assert code == 0
+    assert set(tree(folder)) == {"model.safetensors.index.json", "tokenizer.json"}
+
+
+def test_an_interrupted_download_resumes_with_only_the_missing_bytes(
+    release, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    folder = tmp_path / "model"
+    size = len(release["files"][SHARD])
+    written = {"bytes": 0}
+    real_write = download_module._write_all
+
+    def dies_midway(handle, data):
+        if handle.name.endswith(SHARD + ".part") and written["bytes"] >= 3 * MiB // 2:
+            raise OSError("the disk went away")
+        real_write(handle, data)
+        if handle.name.endswith(SHARD + ".part"):
+            written["bytes"] += len(data)
+
+    def counts(handle, data):
+        real_write(handle, data)
+        if handle.name.endswith(SHARD + ".part"):
+            written["bytes"] += len(data)
+
+    # given a download of the shard that dies after 1.5 MiB
+    monkeypatch.setattr(download_module, "_write_all", dies_midway)
+    first = main(["download", "acme/cli", "--include", SHARD, "--dir", str(folder)])
+    state = json.loads((folder / (SHARD + ".part.json")).read_text())
+    done_before = sum(done for _, _, done in state["ranges"])
+    assert first == 1
+    assert "the disk went away" in capsys.readouterr().err
+    assert not (folder / SHARD).exists()
+    assert 0 < done_before < size
+
+    # when it runs again
+    written["bytes"] = 0
+    monkeypatch.setattr(download_module, "_write_all", counts)
+    second = main(["download", "acme/cli", "--include", SHARD, "--dir", str(folder)])
+
+    # then only the missing bytes were fetched, and the result verifies
+    assert second == 0, capsys.readouterr().err
+    assert written["bytes"] == size - done_before
+    assert (folder / SHARD).read_bytes() == release["files"][SHARD]
+    assert not (folder / (SHARD + ".part")).exists()
+    assert not (folder / (SHARD + ".part.json")).exists()
+    assert main(["verify", str(folder)]) == 0
+
+
+def test_killed_download_resumes_from_the_saved_state(release, tmp_path, monkeypatch):
+    """The real thing: the console script is killed (SIGKILL) mid-download, then run again."""
+    folder = tmp_path / "model"
+    env = {
+        **os.environ,
+        "WEIGHTGATE_TOKEN": release["token"],
+        "WEIGHTGATE_CHUNK_SIZE": "64K",  # many small ranges, so that some finish first
+        "WEIGHTGATE_PARALLEL_THRESHOLD": "64K",
+    }
+    args = [str(WEIGHTGATE), "download", "acme/cli", "--include", "*.safetensors"]
+    args += ["--dir", str(folder), "--workers", "2"]
+    state = folder / (SHARD + ".part.json")
+
+    # given a download killed once some of the shard is on record
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done_at_kill = 0
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):  # not written yet, or mid-rename
+                done_at_kill = sum(d for _, _, d in json.loads(state.read_text())["ranges"])
+            if done_at_kill:
+                process.kill()
+                break
+            time.sleep(0.002)
+    finally:
+        process.kill()
+        _, killed_err = process.communicate()
+    assert process.returncode == -signal.SIGKILL, killed_err
+    assert 0 < done_at_kill < len(release["files"][SHARD])
+    assert not (folder / SHARD).exists()
+
+    # when it runs again
+    second = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+
+    # then it picks up where the first run stopped
+    assert second.returncode == 0, second.stderr
+    assert f"{SHARD}: resuming" in second.stderr
+    assert second.stdout.strip() == str(folder)
+    for path in ("model-00001-of-00003.safetensors", "model-00003-of-00003.safetensors"):
+        assert (folder / path).read_bytes() == release["files"][path]
+
+
+def test_a_file_changed_in_storage_after_sealing_is_refused(release, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    body = bytearray(release["files"][SHARD])
+    body[len(body) // 2] ^= 0x01
+    overwrite(release["sources"]["base"], SHARD, bytes(body))
+    folder = tmp_path / "model"
+
+    code = main(["download", "acme/cli", "--dir", str(folder)])
+
+    err = capsys.readouterr().err
+    assert code == 5
+    assert f"{SHARD}: sha256 mismatch" in err
+    assert "nothing was kept" in err
+    assert not (folder / SHARD).exists()
+    assert not (folder / (SHARD + ".part")).exists()
+    assert not (folder / (SHARD + ".part.json")).exists()
+    assert not (folder / ".weightgate").exists()
+
+
+def test_a_gated_model_without_a_token_fails_with_the_servers_message(
+    release, tmp_path, capsys, settings
+):
+    code = main(["download", "acme/cli", "--include", "*.safetensors", "--dir", str(tmp_path)])
+
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "acme/cli is gated" in err
+    assert f"request access at {settings.SITE_URL}/models/acme/cli" in err
+    assert err.count("request access") == 1  # said once, not once per file
+
+
+def test_open_files_download_anonymously_via_the_console_script(release, live_server, tmp_path):
+    folder = tmp_path / "tok"
+
+    result = subprocess.run(
+        [str(WEIGHTGATE), "download", "acme/cli", "--include", "tokenizer*", "--dir", str(folder)],
+        env={**os.environ, "WEIGHTGATE_ENDPOINT": live_server.url},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert tree(folder) == {"tokenizer.json": release["files"]["tokenizer.json"]}
+    assert "signature verified" in result.stderr
+
+
+def test_an_expired_download_url_is_requested_again_once(release, tmp_path, monkeypatch):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    asked = []
+    real_url = download_module.Downloader._url
+
+    def first_url_expired(self, job):
+        real_url(self, job)
+        asked.append(job.remote.path)
+        if asked.count(job.remote.path) == 1:  # what the store says to a stale signature
+            job.url = job.url.replace("X-Amz-Signature=", "X-Amz-Signature=0")
+
+    monkeypatch.setattr(download_module.Downloader, "_url", first_url_expired)
+
+    code = main(["download", "acme/cli", "--include", "config.json", "--dir", str(tmp_path)])
+
+    assert code == 0
+    assert asked == ["config.json", "config.json"]
+
+
+def test_not_found_rate_limited_and_unreachable_have_their_own_messages(
+    release, tmp_path, capsys, settings, monkeypatch
+):
+    assert main(["download", "acme/nothing", "--dir", str(tmp_path)]) == 4
+    assert "model acme/nothing not found" in capsys.readouterr().err
+    assert main(["download", "acme/cli", "--revision", "v9", "--dir", str(tmp_path)]) == 4
+    assert "has no version 'v9'" in capsys.readouterr().err
+
+    settings.DOWNLOAD_RATE_PER_MINUTE = 1
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    monkeypatch.setenv("WEIGHTGATE_MAX_RETRY_AFTER", "0")  # report, do not wait a minute
+    code = main(["download", "acme/cli", "--include", "*.json", "--dir", str(tmp_path / "r")])
+    assert code == 1
+    assert "rate limited: this token made more than 1 requests this minute" in (
+        capsys.readouterr().err
+    )
+
+    code = main(["download", "acme/cli", "--endpoint", "http://127.0.0.1:9", "--dir", "x"])
+    assert code == 1
+    assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+    assert main(["download", "not-a-repo-id"]) == 2
+
+
+# --- verify DIR ---------------------------------------------------------------------------------
+
+
+def test_verify_reports_changed_missing_and_extra_files(release, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    folder = tmp_path / "model"
+    assert main(["download", "acme/cli", "--dir", str(folder)]) == 0
+    assert main(["verify", str(folder), "--model", "acme/cli", "--revision", "v1"]) == 0
+    assert "signature verified" in capsys.readouterr().out
+
+    shard = folder / SHARD
+    body = bytearray(shard.read_bytes())
+    body[100] ^= 0xFF
+    shard.write_bytes(bytes(body))
+    (folder / "config.json").unlink()
+    (folder / "notes.txt").write_text("mine")
+
+    code = main(["verify", str(folder)])
+
+    err = capsys.readouterr().err
+    assert code == 5
+    assert f"changed: {SHARD}" in err
+    assert "missing: config.json" in err
+    assert "extra: notes.txt" in err
+    assert f"signature: {SHARD}: sha256" in err
+
+
+def test_verify_catches_a_manifest_edited_to_match_a_changed_file(
+    release, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    folder = tmp_path / "model"
+    assert main(["download", "acme/cli", "--include", "config.json", "--dir", str(folder)]) == 0
+    (folder / "config.json").write_text("{}")
+    manifest_path = folder / ".weightgate" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][0]["sha256"] = digest(b"{}")
+    manifest_path.write_text(json.dumps(manifest))
+
+    code = main(["verify", str(folder)])
+
+    assert code == 5
+    assert "signature: config.json: sha256" in capsys.readouterr().err
+
+
+def test_verify_a_folder_without_manifest_against_the_server(
+    release, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    folder = tmp_path / "elsewhere"
+    for path, body in release["files"].items():
+        folder.joinpath(path).parent.mkdir(parents=True, exist_ok=True)
+        folder.joinpath(path).write_bytes(body)
+
+    assert main(["verify", str(folder)]) == 2
+    assert "pass --model" in capsys.readouterr().err
+    assert main(["verify", str(folder), "--model", "acme/cli"]) == 0
+
+
+# --- grant verify -------------------------------------------------------------------------------
+
+
+def test_grant_verify_online_and_offline_valid_then_revoked(release, live_server, tmp_path, capsys):
+    grant = Grant.objects.get(user=release["holder"])
+    token_file = tmp_path / "grant.jwt"
+    token_file.write_text(grant.token + "\n")
+
+    assert main(["grant", "verify", str(token_file), "--endpoint", live_server.url]) == 0
+    assert f"grant valid: {grant.jti} for user {release['holder'].pk} on acme/cli" in (
+        capsys.readouterr().out
+    )
+
+    access.grant_revoke(grant=grant, actor=release["admin"], reason="license breach")
+
+    assert main(["grant", "verify", str(token_file), "--endpoint", live_server.url]) == 5
+    assert "grant NOT valid: revoked" in capsys.readouterr().err
+
+    # Offline, with saved copies of the two public documents.
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(httpx2.get(f"{live_server.url}/.well-known/jwks.json").text)
+    revocations = tmp_path / "revocations.jwt"
+    revocations.write_text(
+        httpx2.get(f"{live_server.url}/.well-known/weightgate-revocations.jwt").text
+    )
+    offline = ["--jwks", f"@{jwks}", "--revocations", f"@{revocations}"]
+    assert main(["grant", "verify", str(token_file), *offline]) == 5
+    assert "revoked" in capsys.readouterr().err
+    tampered = tmp_path / "tampered.jwt"
+    header, payload, signature = grant.token.split(".")
+    tampered.write_text(f"{header}.{payload}.{signature[:-4]}AAAA")
+    assert main(["grant", "verify", str(tampered), *offline]) == 5
+    assert "bad signature" in capsys.readouterr().err
+
+
+# --- pure parts, no server ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=False)
+def test_globs_sizes_and_unsafe_listings():
+    files = [RemoteFile(p, 1, "0" * 64, "a") for p in ("a.json", "sub/b.json", "w.safetensors")]
+
+    assert [f.path for f in files_select(files, include=["*.json"], exclude=[])] == [
+        "a.json",
+        "sub/b.json",
+    ]
+    assert [f.path for f in files_select(files, include=["sub/"], exclude=[])] == ["sub/b.json"]
+    assert [f.path for f in files_select(files, include=[], exclude=["*.json"])] == [
+        "w.safetensors"
+    ]
+    assert size_parse("64M") == 64 * MiB
+    assert size_parse("16MiB") == 16 * MiB
+    assert size_parse("1024") == 1024
+    for unsafe in (
+        "../etc/passwd",
+        "/abs",
+        "a/../../b",
+        ".git/config",
+        ".weightgate/manifest.json",
+    ):
+        with pytest.raises(CliError, match="refused"):
+            RemoteFile.parse({"path": unsafe, "size": 1, "sha256": "0" * 64})
+
+
+@pytest.mark.django_db(transaction=False)
+def test_the_cli_imports_no_django():
+    code = (
+        "import sys, weightgate_cli.main; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('django', 'celery', 'config')]; "
+        "assert not bad, bad"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,95 @@
+"""What the API says a version holds: the version a revision names, its files (each checked to
+be safe to write under the download folder), and the subset that --include/--exclude select."""
+
+import re
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import PurePosixPath
+from typing import Any
+
+from release.file_paths import file_path_problem
+from weightgate_cli.client import Api
+from weightgate_cli.errors import CliError, NotFoundError, UsageError
+
+MANIFEST_DIR = ".weightgate"  # the CLI's own folder inside a download
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def repo_id_check(repo_id: str) -> str:
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise UsageError(f"a model is named org/name, not {repo_id!r}")
+    return repo_id
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int
+    sha256: str
+    artifact: str
+
+    @classmethod
+    def parse(cls, item: Any) -> "RemoteFile":
+        """A listing entry, refused unless it is safe to write under the download folder."""
+        if not isinstance(item, dict):
+            raise CliError(f"the file listing holds a non-object entry: {item!r}")
+        path, size, digest = item.get("path"), item.get("size"), item.get("sha256")
+        if not isinstance(path, str):
+            raise CliError(f"the server listed a file without a path: {item!r}")
+        problem = file_path_problem(path)
+        if problem:
+            raise CliError(f"the server listed an unsafe file path {path!r} ({problem}); refused")
+        if PurePosixPath(path).parts[0] == MANIFEST_DIR:
+            raise CliError(f"the server listed {path!r}, inside the CLI's own folder; refused")
+        if not isinstance(size, int) or size < 0:
+            raise CliError(f"the server listed {path!r} with a bad size {size!r}")
+        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
+            raise CliError(f"the server listed {path!r} without a sha256 digest")
+        return cls(path, size, digest, str(item.get("artifact", "")))
+
+
+def version_resolve(api: Api, repo_id: str, revision: str | None) -> dict[str, Any]:
+    """The version to download: the one named (name or commit), else the newest visible."""
+    if revision is None:
+        model = api.get_json(api.model_path(repo_id), what=f"model {repo_id}")
+        versions = model.get("versions") if isinstance(model, dict) else None
+        if not versions:
+            raise NotFoundError(f"{repo_id} has no version you can see")
+        revision = str(versions[0]["name"])
+    version = api.get_json(api.version_path(repo_id, revision), what=f"{repo_id}@{revision}")
+    if not isinstance(version, dict) or not isinstance(version.get("commit"), str):
+        raise CliError(f"{repo_id}@{revision}: the server sent no commit id")
+    return version
+
+
+def files_list(api: Api, repo_id: str, commit: str) -> list[RemoteFile]:
+    files = [
+        RemoteFile.parse(item)
+        for item in api.pages(
+            api.version_path(repo_id, commit) + "files/",
+            what=f"list files of {repo_id}@{commit[:12]}",
+            params={"limit": "500"},
+        )
+    ]
+    if len({f.path for f in files}) != len(files):
+        raise CliError("the server listed a file twice")
+    return files
+
+
+def _pattern(glob: str) -> str:
+    # Like huggingface_hub: "dir/" means everything under dir.
+    return glob + "*" if glob.endswith("/") else glob
+
+
+def files_select(
+    files: list[RemoteFile], *, include: list[str], exclude: list[str]
+) -> list[RemoteFile]:
+    """Globs match the whole path (`*` crosses `/`): --include keeps, then --exclude drops."""
+    chosen = [
+        f
+        for f in files
+        if (not include or any(fnmatchcase(f.path, _pattern(g)) for g in include))
+        and not any(fnmatchcase(f.path, _pattern(g)) for g in exclude)
+    ]
+    return sorted(chosen, key=lambda f: f.path)

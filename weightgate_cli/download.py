@@ -1,0 +1,573 @@
+"""`weightgate download`: fetch a version's files in parallel, resumably, and keep them only once
+every byte is checked against the sealed listing and the version's signature.
+
+How a file travels:
+1. `GET …/files/{path}` with `Prefer: no-redirect` gives a presigned URL on the object store.
+2. The bytes go into `<file>.part` (sized up front), in byte ranges fetched concurrently with
+   `Range` (files above the threshold are split; smaller ones are one range), each written at its
+   offset. `<file>.part.json` records how far every range got, so a run that stops for any reason
+   (Ctrl-C, a crash, a lost network) resumes with only the missing bytes.
+3. The `.part` is hashed; a digest other than the listing's discards it (nothing kept).
+4. When every selected file is in, the version's signature is checked against the digests, and
+   only then are the `.part` files renamed to their names and the manifest written
+   (`DIR/.weightgate/manifest.json`, which `weightgate verify` reads later).
+"""
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import httpx2 as httpx
+from rich.console import Console
+from rich.filesize import decimal
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from weightgate_cli.catalog import RemoteFile, files_list, files_select, version_resolve
+from weightgate_cli.client import USER_AGENT, Api, Tuning, error_for, quote_path
+from weightgate_cli.errors import (
+    AccessError,
+    CliError,
+    NotFoundError,
+    UsageError,
+    VerificationError,
+)
+from weightgate_cli.verify import (
+    SavedSignature,
+    manifest_write,
+    sha256_file,
+    signatures_check,
+    signatures_fetch,
+)
+
+MiB = 1024 * 1024
+DEFAULT_CHUNK_SIZE = 32 * MiB
+DEFAULT_THRESHOLD = 64 * MiB
+READ_SIZE = 1 * MiB
+STATE_SAVE_INTERVAL = 1.0  # seconds between `.part.json` updates while bytes flow
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
+
+
+def size_parse(text: str) -> int:
+    """'64M', '16MiB', '1048576' → bytes (K/M/G/T are powers of 1024)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise UsageError(f"not a size: {text!r} (e.g. 64M, 16MiB, 1048576)")
+    number, unit = int(match.group(1)), match.group(2).lower()
+    value = number << (10 * "_kmgt".index(unit) if unit else 0)
+    if value <= 0:
+        raise UsageError(f"a size must be positive, not {text!r}")
+    return value
+
+
+class Aborted(Exception):
+    """Another part of the download failed in a way that stops everything (or Ctrl-C)."""
+
+
+class PartFile:
+    """`<file>.part` being filled by byte ranges, and `<file>.part.json` saying which bytes are
+    in. A range's `done` only ever counts bytes already handed to the kernel, so a run killed at
+    any instant resumes from a state that is never ahead of the data."""
+
+    def __init__(self, target: Path, remote: RemoteFile) -> None:
+        self.target = target
+        self.remote = remote
+        self.part = target.with_name(target.name + ".part")
+        self.state_path = target.with_name(target.name + ".part.json")
+        self.lock = threading.Lock()
+        self.ranges: list[list[int]] = []  # [start, end, done]
+        self.complete = False  # the .part holds the whole file and its sha256 was checked
+        self.discarded = False
+        self._saved_at = 0.0
+
+    def _load(self) -> bool:
+        try:
+            state = json.loads(self.state_path.read_text())
+            ranges = [[int(a), int(b), int(c)] for a, b, c in state["ranges"]]
+            same = state["sha256"] == self.remote.sha256 and state["size"] == self.remote.size
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        try:
+            on_disk = self.part.stat().st_size
+        except FileNotFoundError:
+            return False
+        position = 0
+        for start, end, done in ranges:  # they must tile [0, size) exactly
+            if start != position or end <= start or not 0 <= done <= end - start:
+                return False
+            position = end
+        if not same or on_disk != self.remote.size or position != self.remote.size:
+            return False
+        self.ranges = ranges
+        self.complete = bool(state.get("complete"))
+        return True
+
+    def open(self, *, chunk_size: int, threshold: int) -> int:
+        """Resume a matching `.part`, else start one; the bytes already there."""
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        if self._load():
+            return self.done_bytes()
+        size = self.remote.size
+        step = size if size <= threshold else chunk_size
+        self.ranges = [[start, min(start + step, size), 0] for start in range(0, size, step)]
+        with open(self.part, "wb") as handle:
+            handle.truncate(size)  # sized up front (sparse): ranges are written in place
+        self.complete = False
+        self.save(force=True)
+        return 0
+
+    def done_bytes(self) -> int:
+        with self.lock:
+            return sum(done for _, _, done in self.ranges)
+
+    def missing(self) -> list[int]:
+        with self.lock:
+            return [i for i, (start, end, done) in enumerate(self.ranges) if start + done < end]
+
+    def position(self, index: int) -> tuple[int, int]:
+        with self.lock:
+            start, end, done = self.ranges[index]
+            return start + done, end
+
+    def advance(self, index: int, count: int) -> None:
+        with self.lock:
+            start, end, done = self.ranges[index]
+            self.ranges[index][2] = done = done + count
+        self.save(force=start + done == end)  # every finished range is on record at once
+
+    def save(self, *, force: bool = False) -> None:
+        with self.lock:
+            now = time.monotonic()
+            if self.discarded or (not force and now - self._saved_at < STATE_SAVE_INTERVAL):
+                return
+            self._saved_at = now
+            state = {
+                "sha256": self.remote.sha256,
+                "size": self.remote.size,
+                "complete": self.complete,
+                "ranges": self.ranges,
+            }
+            temporary = self.state_path.with_name(self.state_path.name + ".tmp")
+            temporary.write_text(json.dumps(state))
+            os.replace(temporary, self.state_path)
+
+    def mark_complete(self) -> None:
+        with self.lock:
+            self.complete = True
+        self.save(force=True)
+
+    def discard(self) -> None:
+        with self.lock:
+            self.discarded = True
+        self.part.unlink(missing_ok=True)
+        self.state_path.unlink(missing_ok=True)
+
+    def publish(self) -> None:
+        os.replace(self.part, self.target)
+        self.state_path.unlink(missing_ok=True)
+
+
+def _write_all(handle: Any, data: bytes) -> None:
+    """Unbuffered writes may be short: loop until the kernel has every byte."""
+    view = memoryview(data)
+    while view:
+        written = handle.write(view)
+        view = view[written:]
+
+
+@dataclass
+class FileJob:
+    remote: RemoteFile
+    part: PartFile
+    url: str = ""
+    url_generation: int = 0
+    url_refreshed: bool = False
+    url_lock: threading.Lock = field(default_factory=threading.Lock)
+    failed: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Outcome:
+    remote: RemoteFile
+    part: PartFile | None  # None: the file was already in place
+
+
+@dataclass(frozen=True)
+class Options:
+    repo_id: str
+    revision: str | None
+    directory: Path | None
+    include: list[str]
+    exclude: list[str]
+    workers: int = 8
+    verify_signature: bool = True
+    public_key: str | None = None  # a pinned PEM instead of the server's published key
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    threshold: int = DEFAULT_THRESHOLD
+    quiet: bool = False
+
+
+class Downloader:
+    def __init__(self, api: Api, options: Options, console: Console) -> None:
+        self.api = api
+        self.options = options
+        self.console = console
+        self.tuning: Tuning = api.tuning
+        self.abort = threading.Event()
+        workers = options.workers
+        self.storage = httpx.Client(
+            headers={"User-Agent": USER_AGENT},  # never the API token: URLs carry their own
+            timeout=httpx.Timeout(self.tuning.timeout),
+            limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
+            follow_redirects=True,
+        )
+        self.progress: Progress | None = None
+        self.overall: TaskID | None = None
+        self.bytes_fetched = 0
+        self._count_lock = threading.Lock()
+
+    # --- progress -------------------------------------------------------------------------
+
+    @contextmanager
+    def _progress(self, total: int) -> Iterator[None]:
+        if self.options.quiet or not self.console.is_terminal:
+            yield
+            return
+        self.progress = Progress(
+            TextColumn("{task.description}", table_column=None),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.overall = self.progress.add_task("[bold]total", total=total)
+        with self.progress:
+            yield
+        self.progress = None
+
+    def _advance(self, task: TaskID | None, count: int) -> None:
+        with self._count_lock:
+            self.bytes_fetched += count
+        if self.progress is not None:
+            if task is not None:
+                self.progress.advance(task, count)
+            if self.overall is not None:
+                self.progress.advance(self.overall, count)
+
+    def _note(self, message: str) -> None:
+        if not self.options.quiet:
+            self.console.print(message, highlight=False, markup=False)
+
+    # --- one range --------------------------------------------------------------------------
+
+    def _url(self, job: FileJob) -> None:
+        """Ask the API for a fresh URL (and check it describes the file the listing did)."""
+        remote = job.remote
+        response = self.api.request(
+            f"{self.api.version_path(self.options.repo_id, self.commit)}files/"
+            f"{quote_path(remote.path)}",
+            what=remote.path,
+            headers={"Prefer": "no-redirect"},
+        )
+        try:
+            answer = response.json()
+            url = answer["url"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise CliError(f"{remote.path}: the server did not answer a download URL") from error
+        if answer.get("sha256") != remote.sha256 or answer.get("size") != remote.size:
+            raise VerificationError(
+                f"{remote.path}: the server's download answer does not match its own listing"
+            )
+        job.url = str(url)
+        job.url_generation += 1
+
+    def _url_refresh(self, job: FileJob, seen: int) -> bool:
+        """After a 403 from the object store (an expired presigned URL): one new URL per file."""
+        with job.url_lock:
+            if job.url_generation != seen:
+                return True  # another range already refreshed it
+            if job.url_refreshed:
+                return False
+            job.url_refreshed = True
+            self._url(job)
+            return True
+
+    def _fetch_range(self, job: FileJob, index: int, task: TaskID | None) -> None:
+        remote = job.remote
+        attempt = 0
+        while True:
+            if self.abort.is_set() or job.failed.is_set():
+                raise Aborted
+            position, end = job.part.position(index)
+            if position >= end:
+                return
+            with job.url_lock:
+                url, generation = job.url, job.url_generation
+            progressed = False
+            try:
+                with self.storage.stream(
+                    "GET", url, headers={"Range": f"bytes={position}-{end - 1}"}
+                ) as response:
+                    status = response.status_code
+                    if status == 403:
+                        response.read()
+                        if self._url_refresh(job, generation):
+                            continue
+                        raise AccessError(
+                            f"{remote.path}: the object store refused the download URL twice "
+                            f"({error_for(response, 'storage').message})"
+                        )
+                    if status in (500, 502, 503, 504):
+                        raise httpx.RemoteProtocolError(f"object store answered {status}")
+                    if status == 200 and not (position == 0 and end == remote.size):
+                        raise CliError(f"{remote.path}: the object store ignored the Range header")
+                    if status not in (200, 206):
+                        response.read()
+                        raise error_for(response, f"{remote.path} (object store)")
+                    if status == 206:
+                        content_range = response.headers.get("Content-Range", "")
+                        if not content_range.startswith(f"bytes {position}-"):
+                            raise CliError(
+                                f"{remote.path}: the object store sent the wrong range "
+                                f"({content_range!r} for {position}-{end - 1})"
+                            )
+                    with open(job.part.part, "r+b", buffering=0) as handle:
+                        handle.seek(position)
+                        for chunk in response.iter_bytes(READ_SIZE):
+                            if self.abort.is_set() or job.failed.is_set():
+                                raise Aborted
+                            if position + len(chunk) > end:
+                                raise CliError(f"{remote.path}: the object store sent too much")
+                            _write_all(handle, chunk)
+                            position += len(chunk)
+                            progressed = True
+                            job.part.advance(index, len(chunk))
+                            self._advance(task, len(chunk))
+                if position < end:
+                    raise httpx.RemoteProtocolError("the connection closed before the range ended")
+                return
+            except httpx.TransportError as error:
+                attempt = 0 if progressed else attempt + 1
+                if attempt > self.tuning.retries:
+                    raise CliError(
+                        f"{remote.path}: download failed after {attempt} attempts: "
+                        f"{error.__class__.__name__}: {error}"
+                    ) from error
+                delay = self.tuning.delay(attempt)
+                self._note(f"{remote.path}: {error}; resuming in {delay:.1f}s")
+                time.sleep(delay)
+
+    # --- one file ---------------------------------------------------------------------------
+
+    def _file(self, remote: RemoteFile, ranges: ThreadPoolExecutor) -> Outcome:
+        if self.abort.is_set():
+            raise Aborted
+        target = self.directory / Path(*PurePosixPath(remote.path).parts)
+        if target.is_file() and target.stat().st_size == remote.size:
+            if sha256_file(target) == remote.sha256:
+                PartFile(target, remote).discard()  # leftovers of an earlier attempt
+                if self.progress is not None and self.overall is not None:
+                    self.progress.advance(self.overall, remote.size)
+                return Outcome(remote, None)
+            self._note(f"{remote.path}: differs from the release; downloading it again")
+        part = PartFile(target, remote)
+        already = part.open(chunk_size=self.options.chunk_size, threshold=self.options.threshold)
+        if already:
+            here = f"{decimal(already)} of {decimal(remote.size)}"
+            self._note(f"{remote.path}: resuming, {here} already here")
+        job = FileJob(remote, part)
+        task = None
+        if self.progress is not None:
+            task = self.progress.add_task(remote.path, total=remote.size, completed=already)
+            if self.overall is not None:
+                self.progress.advance(self.overall, already)
+        try:
+            missing = part.missing()
+            if missing:
+                self._url(job)
+                futures = [ranges.submit(self._fetch_range, job, i, task) for i in missing]
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                if any(f.exception() for f in done):
+                    job.failed.set()  # the file's other ranges stop at their next read
+                    wait(futures)
+                    _raise_first(futures)
+            part.save(force=True)
+            if self.progress is not None and task is not None:
+                self.progress.update(task, description=f"sha256 {remote.path}")
+            digest = sha256_file(part.part)
+            if digest != remote.sha256:
+                part.discard()
+                raise VerificationError(
+                    f"{remote.path}: sha256 mismatch: the bytes served hash to {digest}, the "
+                    f"release says {remote.sha256}. The file was refused and nothing was kept; "
+                    "if it happens again, tell the model's publisher"
+                )
+            part.mark_complete()
+        finally:
+            part.save(force=True)
+            if self.progress is not None and task is not None:
+                self.progress.remove_task(task)
+        if self.progress is None:
+            self._note(f"{remote.path}: {decimal(remote.size)} ok")
+        return Outcome(remote, part)
+
+    def _file_or_abort(self, remote: RemoteFile, ranges: ThreadPoolExecutor) -> Outcome:
+        try:
+            return self._file(remote, ranges)
+        except AccessError:
+            self.abort.set()  # the same refusal would repeat for every file
+            raise
+
+    # --- the whole download ---------------------------------------------------------------
+
+    def run(self) -> int:
+        options = self.options
+        started = time.monotonic()
+        version = version_resolve(self.api, options.repo_id, options.revision)
+        self.commit = str(version["commit"])
+        name = str(version.get("name") or self.commit)
+        self.directory = options.directory or Path(options.repo_id.split("/")[1])
+        everything = files_list(self.api, options.repo_id, self.commit)
+        selected = files_select(everything, include=options.include, exclude=options.exclude)
+        if not selected:
+            raise NotFoundError(
+                f"{options.repo_id}@{name}: no file matches"
+                + (" the --include/--exclude patterns" if everything else " (the version is empty)")
+            )
+        total = sum(f.size for f in selected)
+        self._note(
+            f"{options.repo_id}@{name} ({self.commit[:12]}): {len(selected)} files, "
+            f"{decimal(total)} → {self.directory}"
+        )
+        outcomes = self._download_all(selected, total)
+
+        digests = {o.remote.path: o.remote.sha256 for o in outcomes}
+        signatures: list[SavedSignature] = []
+        if options.verify_signature:
+            artifacts = sorted({o.remote.artifact for o in outcomes})
+            signatures = signatures_fetch(
+                self.api,
+                options.repo_id,
+                self.commit,
+                artifacts=artifacts,
+                public_key=options.public_key,
+            )
+            signatures_check(signatures, digests)
+        for outcome in outcomes:  # only now do the files appear under their names
+            if outcome.part is not None:
+                outcome.part.publish()
+        manifest_write(
+            self.directory,
+            endpoint=self.api.endpoint,
+            model=options.repo_id,
+            revision=name,
+            commit=self.commit,
+            files=[
+                {"path": f.path, "size": f.size, "sha256": f.sha256, "artifact": f.artifact}
+                for f in selected
+            ],
+            signatures=signatures,
+        )
+        elapsed = max(time.monotonic() - started, 1e-6)
+        present = sum(1 for o in outcomes if o.part is None)
+        fetched = self.bytes_fetched
+        self._note(
+            f"Downloaded {decimal(fetched)} in {elapsed:.1f}s ({decimal(int(fetched / elapsed))}/s)"
+            + (f"; {present} files were already in place" if present else "")
+            + "; sha256 of every file matches the release"
+            + (
+                "; signature verified (key " + ", ".join(sorted({s.kid for s in signatures})) + ")"
+                if signatures
+                else "; signature NOT checked (--no-verify-signature)"
+            )
+        )
+        print(self.directory)
+        return 0
+
+    def _download_all(self, selected: list[RemoteFile], total: int) -> list[Outcome]:
+        workers = self.options.workers
+        files = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wg-file")
+        ranges = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wg-range")
+        futures: dict[Future[Outcome], RemoteFile] = {}
+        try:
+            with self._progress(total):
+                futures = {files.submit(self._file_or_abort, f, ranges): f for f in selected}
+                pending = set(futures)
+                while pending:
+                    # A timeout, so that Ctrl-C reaches this thread promptly.
+                    _, pending = wait(pending, timeout=0.5)
+        except KeyboardInterrupt:
+            self.abort.set()
+            files.shutdown(wait=True, cancel_futures=True)
+            ranges.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            files.shutdown(wait=True)
+            ranges.shutdown(wait=True)
+            self.storage.close()
+        failures = [
+            (futures[f], f.exception())
+            for f in futures
+            if not f.cancelled() and f.exception() is not None
+        ]
+        real = [(r, e) for r, e in failures if not isinstance(e, Aborted)]
+        refused = [(r, e) for r, e in real if isinstance(e, AccessError)]
+        if refused:  # one refusal stands for all: the others say the same for other files
+            first_refusal = refused[0][1]
+            if len(refused) > 1:
+                raise _with_message(
+                    first_refusal, f"{_message(first_refusal)} ({len(refused)} files refused)"
+                )
+            assert first_refusal is not None
+            raise first_refusal
+        if real:
+            for _remote, error in real[1:]:
+                self.console.print(f"✗ {_message(error)}", highlight=False, markup=False)
+            first = real[0][1]
+            if len(real) > 1:
+                raise _with_message(
+                    first, f"{_message(first)} (and {len(real) - 1} more failures above)"
+                )
+            assert first is not None
+            raise first
+        return [f.result() for f in futures]
+
+
+def _message(error: BaseException | None) -> str:
+    return error.message if isinstance(error, CliError) else f"{error!r}"
+
+
+def _with_message(error: BaseException | None, message: str) -> CliError:
+    if isinstance(error, CliError):
+        error.message = message
+        error.args = (message,)
+        return error
+    return CliError(message)
+
+
+def _raise_first(futures: list[Future[None]]) -> None:
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    real = [e for e in errors if not isinstance(e, Aborted)]
+    first = (real or errors)[0]
+    assert first is not None
+    raise first
+
+
+def download(api: Api, options: Options, console: Console) -> int:
+    return Downloader(api, options, console).run()
