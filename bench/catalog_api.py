@@ -169,15 +169,20 @@ def _close(stream: _Stream | None) -> None:
         stream[1].close()
 
 
-async def response_read(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    """Status, body and whether the connection stays open, of one HTTP/1.1 response."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
+async def response_read(
+    reader: asyncio.StreamReader, *, head: bool = False
+) -> tuple[int, bytes, bool]:
+    """Status, body and whether the connection stays open, of one HTTP/1.1 response (to a HEAD
+    when `head`: headers only, whatever Content-Length says)."""
+    head_bytes = await reader.readuntil(b"\r\n\r\n")
+    status_line, *header_lines = head_bytes[:-4].decode("latin-1").split("\r\n")
     status = int(status_line.split(" ", 2)[1])
     headers = {}
     for line in header_lines:
         key, _, value = line.partition(":")
         headers[key.strip().lower()] = value.strip().lower()
+    if head:
+        return status, b"", headers.get("connection") != "close"
     if "content-length" in headers:
         body = await reader.readexactly(int(headers["content-length"]))
         return status, body, headers.get("connection") != "close"
@@ -186,11 +191,16 @@ async def response_read(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
     return status, await reader.read(), False
 
 
-async def _drive(port: int, request: bytes, tally: _Tally) -> None:
-    """One client connection: request after request, reconnecting whenever the server closes."""
+async def _drive(
+    port: int, requests: Sequence[bytes], tally: _Tally, *, expect: int = 200, head: bool = False
+) -> None:
+    """One client connection: request after request (taking `requests` in turn), reconnecting
+    whenever the server closes. An answer other than `expect` is an error."""
     stream: _Stream | None = None
+    turn = 0
     try:
         while True:
+            request = requests[turn % len(requests)]
             started = time.perf_counter()
             connected = stream is None
             try:
@@ -198,7 +208,7 @@ async def _drive(port: int, request: bytes, tally: _Tally) -> None:
                     stream = await asyncio.open_connection(HOST, port)
                 reader, writer = stream
                 writer.write(request)
-                status, body, keep_alive = await response_read(reader)
+                status, body, keep_alive = await response_read(reader, head=head)
             except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError) as error:
                 _close(stream)
                 stream = None
@@ -207,12 +217,13 @@ async def _drive(port: int, request: bytes, tally: _Tally) -> None:
                 tally.error(f"{type(error).__name__}: {error}")
                 await asyncio.sleep(0.05)
                 continue
+            turn += 1
             if tally.recording:
                 tally.requests += 1
                 tally.connects += connected
                 tally.body_bytes += len(body)
                 tally.latencies.append(time.perf_counter() - started)
-            if status != 200:
+            if status != expect:
                 tally.error(f"HTTP {status}")
             if not keep_alive:
                 _close(stream)
@@ -221,15 +232,33 @@ async def _drive(port: int, request: bytes, tally: _Tally) -> None:
         _close(stream)
 
 
+def request_bytes(
+    port: int, path: str, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> bytes:
+    """One HTTP/1.1 request with no body, as the load generator sends it."""
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {HOST}:{port}",
+        "Accept: application/json",
+        "User-Agent: weightgate-bench",
+        *(f"{name}: {value}" for name, value in (headers or {}).items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 async def _load(
-    port: int, path: str, connections: int, warmup: float, duration: float
+    port: int,
+    requests: Sequence[Sequence[bytes]],
+    warmup: float,
+    duration: float,
+    expect: int,
+    head: bool,
 ) -> LoadResult:
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAccept: application/json\r\n"
-        "User-Agent: weightgate-bench\r\n\r\n"
-    ).encode()
     tally = _Tally()
-    tasks = [asyncio.create_task(_drive(port, request, tally)) for _ in range(connections)]
+    tasks = [
+        asyncio.create_task(_drive(port, turns, tally, expect=expect, head=head))
+        for turns in requests
+    ]
     # One continuous load: the warm-up runs into the measurement with no gap in between.
     await asyncio.sleep(warmup)
     tally.recording = True
@@ -257,7 +286,22 @@ async def _load(
 def load_run(port: int, path: str, connections: int, warmup: float, duration: float) -> LoadResult:
     """`connections` concurrent HTTP/1.1 clients of GET `path`: `warmup` seconds unrecorded, then
     `duration` seconds recorded."""
-    return asyncio.run(_load(port, path, connections, warmup, duration))
+    request = request_bytes(port, path)
+    return load_run_requests(port, [[request]] * connections, warmup, duration)
+
+
+def load_run_requests(
+    port: int,
+    requests: Sequence[Sequence[bytes]],
+    warmup: float,
+    duration: float,
+    expect: int = 200,
+    head: bool = False,
+) -> LoadResult:
+    """One concurrent HTTP/1.1 client per item of `requests`, each sending its own requests in
+    turn: `warmup` seconds unrecorded, then `duration` seconds recorded. `head`: the requests
+    are HEADs (answers without a body)."""
+    return asyncio.run(_load(port, requests, warmup, duration, expect, head))
 
 
 # --- The bench database and the server. -------------------------------------------------------
@@ -383,6 +427,29 @@ class Endpoint:
     queries: int = 0
     body_bytes: int = 0
     rounds: list[LoadResult] = field(default_factory=list)
+    method: str = "GET"
+    expect: int = 200
+    # Optional: paths taken in turn instead of `path` alone, and headers per connection (the
+    # connections take these in turn too, e.g. one token each).
+    paths: list[str] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return self.path if len(self.paths) <= 1 else f"{self.method} {self.label}"
+
+    def requests(self, port: int, connections: int) -> list[list[bytes]]:
+        """Each connection's requests: every path, starting at a different one per connection,
+        with that connection's headers."""
+        paths = self.paths or [self.path]
+        turns = []
+        for index in range(connections):
+            headers = self.headers[index % len(self.headers)] if self.headers else None
+            order = paths[index % len(paths) :] + paths[: index % len(paths)]
+            turns.append(
+                [request_bytes(port, p, method=self.method, headers=headers) for p in order]
+            )
+        return turns
 
     def rate(self, result: LoadResult | None = None) -> float:
         results = [result] if result else self.rounds
@@ -415,16 +482,22 @@ def measure(
             order = endpoints if round_index % 2 == 0 else endpoints[::-1]
             for endpoint in order:
                 result = load_process.submit(
-                    load_run, server.port, endpoint.path, connections, warmup, duration
+                    load_run_requests,
+                    server.port,
+                    endpoint.requests(server.port, connections),
+                    warmup,
+                    duration,
+                    endpoint.expect,
+                    endpoint.method == "HEAD",
                 ).result()
                 endpoint.rounds.append(result)
                 print(
-                    f"  round {round_index + 1}/{rounds}  {endpoint.path:<36} "
+                    f"  round {round_index + 1}/{rounds}  {endpoint.title:<36} "
                     f"{endpoint.rate(result):8.1f} req/s  errors {result['errors']}",
                     flush=True,
                 )
                 if not server.alive():
-                    raise server.failed(f"gunicorn died while loading {endpoint.path}")
+                    raise server.failed(f"gunicorn died while loading {endpoint.title}")
 
 
 def report(endpoints: list[Endpoint], args: argparse.Namespace) -> None:

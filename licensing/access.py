@@ -150,6 +150,12 @@ def access_request_submit(
             raise NotAllowed(
                 f"you already have a request for {model}", code="already_requested"
             ) from error
+        grant = None
+        if policy.approval_mode == GatePolicy.Mode.AUTO:
+            grant = _approve_state(request, reviewer=None, policy=policy)
+        notifications.access_request_event("access_request.created", request)
+        # Audit events go last: the chain's lock is then held only for the appends, not for
+        # the signing and inserts before them (it serialises every audited write).
         audit_record(
             actor=user,
             action="access_request.created",
@@ -157,9 +163,8 @@ def access_request_submit(
             subject_id=request.pk,
             data={"model": str(model), "license_sha256": license.text_sha256},
         )
-        notifications.access_request_event("access_request.created", request)
-        if policy.approval_mode == GatePolicy.Mode.AUTO:
-            return _approve(request, reviewer=None, policy=policy)
+        if grant is not None:
+            _approve_record(request, reviewer=None, grant=grant)
     return request
 
 
@@ -192,10 +197,22 @@ def access_request_approve(*, request: AccessRequest, reviewer: User) -> AccessR
 
 
 def _approve(request: AccessRequest, *, reviewer: User | None, policy: GatePolicy) -> AccessRequest:
+    grant = _approve_state(request, reviewer=reviewer, policy=policy)
+    _approve_record(request, reviewer=reviewer, grant=grant)
+    return request
+
+
+def _approve_state(request: AccessRequest, *, reviewer: User | None, policy: GatePolicy) -> Grant:
+    """The approval's writes: the request's new state and its signed grant."""
     request.status, request.reviewer, request.decided_at = Status.APPROVED, reviewer, timezone.now()
     request.reason = ""
     request.save(update_fields=["status", "reviewer", "decided_at", "reason"])
-    grant = _grant_issue(request=request, policy=policy)
+    return _grant_issue(request=request, policy=policy)
+
+
+def _approve_record(request: AccessRequest, *, reviewer: User | None, grant: Grant) -> None:
+    """The approval's notification and, last, its audit event."""
+    notifications.access_request_event("access_request.approved", request)
     audit_record(
         actor=reviewer,
         action="access_request.approved",
@@ -203,8 +220,6 @@ def _approve(request: AccessRequest, *, reviewer: User | None, policy: GatePolic
         subject_id=request.pk,
         data={"grant": str(grant.jti), "auto": reviewer is None},
     )
-    notifications.access_request_event("access_request.approved", request)
-    return request
 
 
 def access_request_reject(

@@ -39,6 +39,25 @@ def _verify(token: str, jwks: dict[str, Any], typ: str, *, verify_exp: bool) -> 
     )
 
 
+# A client checks many grants against one list: verify each list once. Keyed by the list and the
+# key set it was checked with, so a changed key set checks it again.
+_verified_lists: dict[tuple[str, str], tuple[dict[str, Any], frozenset[str]]] = {}
+
+
+def _revocation_listing(
+    revocations: str, jwks: dict[str, Any]
+) -> tuple[dict[str, Any], frozenset[str]]:
+    cache_key = (revocations, json.dumps(jwks, sort_keys=True))
+    hit = _verified_lists.get(cache_key)
+    if hit is None:
+        listing = _verify(revocations, jwks, REVOCATIONS_TYPE, verify_exp=False)
+        hit = (listing, frozenset(listing.get("revoked", [])))
+        if len(_verified_lists) >= 16:
+            _verified_lists.clear()
+        _verified_lists[cache_key] = hit
+    return hit
+
+
 def grant_verify_offline(
     token: str, *, jwks: dict[str, Any], revocations: str, now: datetime
 ) -> GrantCheck:
@@ -47,7 +66,7 @@ def grant_verify_offline(
     if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
         return GrantCheck(False, 'the key set is not a JWKS document ({"keys": [...]})', {})
     try:
-        listing = _verify(revocations, jwks, REVOCATIONS_TYPE, verify_exp=False)
+        listing, revoked = _revocation_listing(revocations, jwks)
     except jwt.InvalidKeyError as error:
         return GrantCheck(False, f"the key set holds a key that cannot be used: {error}", {})
     except (jwt.InvalidTokenError, LookupError) as error:
@@ -66,6 +85,6 @@ def grant_verify_offline(
         return GrantCheck(False, "stale revocation list: fetch a fresh one", claims)
     if "exp" in claims and claims["exp"] <= now.timestamp():
         return GrantCheck(False, "expired", claims)
-    if claims.get("jti") in set(listing.get("revoked", [])):
+    if claims.get("jti") in revoked:
         return GrantCheck(False, "revoked", claims)
     return GrantCheck(True, "", claims)

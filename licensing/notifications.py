@@ -106,6 +106,8 @@ def access_request_event(event: str, request: AccessRequest) -> None:
     request_id = request.pk
     # robust: the decision is committed; a broker hiccup must not turn it into an error page.
     if event == "access_request.created":
+        if request.status != AccessRequest.Status.PENDING:
+            return  # decided at once (auto approval): nothing for reviewers to do
         transaction.on_commit(
             lambda: tasks.access_request_reviewers_email.delay(request_id), robust=True
         )

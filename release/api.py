@@ -20,8 +20,10 @@ from release.serializers import (
 )
 
 
-def _model_or_404(request: Request, org: str, name: str) -> Model:
-    model = selectors.model_get_visible(user=request.user, org=org, name=name)
+def _model_or_404(request: Request, org: str, name: str, with_versions: bool = False) -> Model:
+    model = selectors.model_get_visible(
+        user=request.user, org=org, name=name, with_versions=with_versions
+    )
     if model is None:
         raise NotFound(f"model {org}/{name} not found", code="model_not_found")
     return model
@@ -69,7 +71,9 @@ class ModelDetailApi(RetrieveAPIView[Model]):
     serializer_class = ModelDetailSerializer
 
     def get_object(self) -> Model:
-        return _model_or_404(self.request, self.kwargs["org"], self.kwargs["name"])
+        return _model_or_404(
+            self.request, self.kwargs["org"], self.kwargs["name"], with_versions=True
+        )
 
 
 class VersionListApi(ListAPIView[Version]):

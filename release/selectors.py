@@ -88,8 +88,15 @@ def models_visible_to(*, user: Viewer) -> QuerySet[Model]:
     )
 
 
-def model_get_visible(*, user: Viewer, org: str, name: str) -> Model | None:
-    return models_visible_to(user=user).filter(org=org, name=name).first()
+def model_get_visible(
+    *, user: Viewer, org: str, name: str, with_versions: bool = False
+) -> Model | None:
+    """A model the caller may see; `with_versions` also prefetches its visible versions and
+    artifacts (as `visible_versions`), which only pages that show them need."""
+    if with_versions:
+        return models_visible_to(user=user).filter(org=org, name=name).first()
+    visible = artifacts_visible_to(user=user).values("version__model_id")
+    return Model.objects.filter(pk__in=visible, org=org, name=name).first()
 
 
 def version_get_visible(*, user: Viewer, model: Model, revision: str) -> Version | None:
