@@ -474,3 +474,14 @@ def test_public_key_documents_need_no_login(auto_model, outsider):
     assert {k["purpose"] for k in listed} == {"grants", "models"}
     public_fields = {"kid", "purpose", "algorithm", "state", "public_pem", "created_at"}
     assert all(set(k) == public_fields | {"retired_at"} for k in listed)  # no private half
+
+
+def test_bulk_review_refuses_more_than_a_thousand_ids_a_call(model, staff):
+    response = client_for(staff).post(
+        f"{BASE}/access-requests/handle",
+        {"ids": list(range(1, 1002)), "status": "approved"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert "ids" in response.json()["error"]["detail"]
