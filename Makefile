@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 MANAGE := $(BIN)/python manage.py
 PYTEST_ARGS ?=
 
-.PHONY: install services services-stop services-status migrate demo test lint typecheck pytest lock bench clean
+.PHONY: install services services-stop services-status migrate demo test lint typecheck pytest lock bench clean chromium
 
 # Older Hugging Face clients, each in a folder of its own, for the compatibility tests: users run
 # the 0.x and 1.x lines as well as the 2.x the virtualenv has.
@@ -57,7 +57,18 @@ lint: install
 typecheck: services  # the django-stubs plugin loads settings, which read .local/env
 	$(BIN)/mypy config release licensing infra bench tests weightgate_cli
 
-pytest: services $(HF_CLIENTS_INSTALLED)
+# The portal's browser tests drive Debian's Chromium through Playwright (never a browser build
+# downloaded by Playwright). Installed when missing; if that fails (no root, no network), the
+# browser tests are skipped and say why.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  apt-get update || true; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium \
+	    || echo "chromium could not be installed: the browser tests will be skipped"; \
+	}
+
+pytest: services $(HF_CLIENTS_INSTALLED) chromium
 	$(MANAGE) storage_init
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from licensing.urls import well_known
 
@@ -19,7 +19,12 @@ urlpatterns = [
     path("api/v1/", include("licensing.urls")),
     path(".well-known/", include(well_known)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # The split view serves its script as a file: the Content-Security-Policy refuses inline ones.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    # The developer portal (HTML) and its accounts.
+    path("accounts/", include("allauth.urls")),
+    path("", include("release.portal_urls")),
+    path("", include("licensing.portal_urls")),
     # Last: `{org}/{name}/resolve/...` sits at the root, like on huggingface.co.
     path("", include("release.hub_urls")),
 ]

@@ -5,19 +5,51 @@ from django.contrib import admin, messages
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
 from config.errors import DomainError
-from licensing import notifications
+from licensing import admin_console, notifications
 from licensing.models import AuditEvent, SigningKey, WebhookDelivery, WebhookEndpoint
+from licensing.selectors import signing_keys_with_live_grants
+
+
+class AuditActorFilter(admin.SimpleListFilter):
+    """Who did it: the people who appear in the log, and the service itself."""
+
+    title = "actor"
+    parameter_name = "actor"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        actors = AuditEvent.objects.order_by("actor").values_list("actor", flat=True).distinct()
+        return [(actor or "-", actor or "the service (no person)") for actor in actors[:200]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value is None:
+            return queryset
+        return queryset.filter(actor="" if value == "-" else value)
 
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
-    """Append-only: no one adds, edits or deletes events here (`verify_audit` would notice)."""
+    """Append-only: no one adds, edits or deletes events here. "Verify the chain" recomputes
+    every hash (like `manage.py verify_audit`) and names the first event that was tampered with.
+    Search finds a subject id, an actor or an action."""
 
     list_display = ["id", "created_at", "actor", "action", "subject_type", "subject_id"]
-    list_filter = ["action", "subject_type"]
+    list_filter = ["action", "subject_type", AuditActorFilter, "created_at"]
     search_fields = ["actor", "subject_id", "action"]
+    date_hierarchy = "created_at"
+
+    def get_urls(self) -> list[URLPattern]:
+        verify = self.admin_site.admin_view(
+            lambda request: admin_console.audit_verify_view(self, request)
+        )
+        return [
+            path("verify/", verify, name="licensing_auditevent_verify"),
+            *super().get_urls(),
+        ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -31,10 +63,20 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
 
 @admin.register(SigningKey)
 class SigningKeyAdmin(admin.ModelAdmin[SigningKey]):
-    """Read-only: keys change through `manage.py signing_key`, which audits each rotation. The
-    encrypted private key is not shown, not even as ciphertext."""
+    """Keys are never edited: they change only through `licensing.keys` (rotate, retire), from
+    the pages here or `manage.py signing_key`, each audited. The encrypted private key is not
+    shown, not even as ciphertext."""
 
-    list_display = ["kid", "purpose", "algorithm", "state", "created_at", "retired_at"]
+    list_display = [
+        "kid",
+        "purpose",
+        "algorithm",
+        "state",
+        "created_at",
+        "retired_at",
+        "live_grants",
+        "retire_link",
+    ]
     list_filter = ["purpose", "state"]
     search_fields = ["kid"]
     fields = readonly_fields = (
@@ -44,8 +86,47 @@ class SigningKeyAdmin(admin.ModelAdmin[SigningKey]):
         "state",
         "created_at",
         "retired_at",
+        "live_grants",
         "public_pem",
     )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SigningKey]:
+        return signing_keys_with_live_grants()
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "rotate/",
+                wrap(lambda request: admin_console.signing_key_rotate_view(self, request)),
+                name="licensing_signingkey_rotate",
+            ),
+            path(
+                "<int:key_id>/retire/",
+                wrap(
+                    lambda request, key_id: admin_console.signing_key_retire_view(
+                        self, request, key_id
+                    )
+                ),
+                name="licensing_signingkey_retire",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="live grants signed", ordering="live_grants")
+    def live_grants(self, key: SigningKey) -> int:
+        """Grants it signed that are neither revoked nor expired: while there are any, a
+        retired grants key stays in the JWKS."""
+        return int(getattr(key, "live_grants", 0))
+
+    @admin.display(description="retire")
+    def retire_link(self, key: SigningKey) -> str:
+        if key.state != SigningKey.State.ACTIVE:
+            return "-"
+        url = reverse("admin:licensing_signingkey_retire", args=[key.pk])
+        return format_html(
+            '<a href="{}">Retire<span class="visually-hidden"> {}</span>…</a>', url, key.kid
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -6,13 +6,17 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth.models import User
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
+from django.urls import URLPattern, path
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from config.errors import DomainError
-from licensing import access
+from licensing import access, admin_console
 from licensing.models import AccessRequest, GatePolicy, Grant, License, PartnerOrganisation
 
 
@@ -23,6 +27,14 @@ class ReasonForm(forms.Form):
         help_text="Shown to the person concerned and kept in the audit log.",
     )
     may_reapply = forms.BooleanField(required=False, label="They may apply again")
+
+
+class RevokeForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea,
+        max_length=500,
+        help_text="Shown to the grant's holder and kept in the audit log.",
+    )
 
 
 def _reviewer(request: HttpRequest) -> User:
@@ -77,15 +89,97 @@ class GatePolicyAdmin(admin.ModelAdmin[GatePolicy]):
         obj.pk = policy.pk
 
 
+def _answer_labels(item: AccessRequest) -> dict[str, str]:
+    policy = GatePolicy.objects.filter(model_id=item.model_id).values("form_fields").first()
+    fields = policy["form_fields"] if policy else []
+    return {
+        f["name"]: str(f.get("label") or f["name"])
+        for f in fields or []
+        if isinstance(f, dict) and isinstance(f.get("name"), str)
+    }
+
+
 @admin.register(AccessRequest)
 class AccessRequestAdmin(admin.ModelAdmin[AccessRequest]):
-    """The review list: filter by model and status, decide in bulk with the actions."""
+    """The review queue: filter by model and status, read the form answers, decide one (on its
+    page) or many (the actions), and export the filtered list as CSV or JSON."""
 
-    list_display = ["user", "model", "status", "created_at", "decided_at", "reviewer"]
-    list_filter = ["status", "model"]
-    search_fields = ["user__username", "user__email"]
-    list_select_related = ["user", "model", "reviewer"]
+    list_display = [
+        "user",
+        "model",
+        "status",
+        "answers_summary",
+        "created_at",
+        "decided_at",
+        "reviewer",
+    ]
+    list_filter = ["status", "model", "created_at"]
+    search_fields = ["user__username", "user__email", "model__org", "model__name"]
+    list_select_related = ["user", "model", "reviewer", "license"]
     actions = ["approve", "reject", "cancel"]
+    fields = readonly_fields = [
+        "user",
+        "user_email",
+        "model",
+        "status",
+        "answers_display",
+        "license",
+        "license_sha256",
+        "created_at",
+        "ip",
+        "user_agent",
+        "reviewer",
+        "decided_at",
+        "reason",
+        "may_reapply",
+    ]
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "export.<slug:fmt>",
+                self.admin_site.admin_view(self.export_view),
+                name="licensing_accessrequest_export",
+            ),
+            *super().get_urls(),
+        ]
+
+    def export_view(self, request: HttpRequest, fmt: str) -> HttpResponse:
+        """The list exactly as filtered, searched and ordered on screen, every page of it."""
+        if fmt not in ("csv", "json"):
+            raise Http404("export as csv or json")
+        try:
+            queryset = self.get_changelist_instance(request).get_queryset(request)
+        except IncorrectLookupParameters:
+            return HttpResponseBadRequest("unknown filter")
+        queryset = queryset.select_related("user", "model", "reviewer", "license")
+        if fmt == "csv":
+            return admin_console.access_requests_csv(queryset)
+        filters = {key: value for key, value in request.GET.items()}
+        return admin_console.access_requests_json(queryset, filters=filters)
+
+    @admin.display(description="email")
+    def user_email(self, item: AccessRequest) -> str:
+        return item.user.email
+
+    @admin.display(description="answers")
+    def answers_summary(self, item: AccessRequest) -> str:
+        answers = item.answers if isinstance(item.answers, dict) else {}
+        text = "; ".join(f"{key}: {value}" for key, value in answers.items())
+        return text if len(text) <= 120 else text[:119] + "…"
+
+    @admin.display(description="form answers")
+    def answers_display(self, item: AccessRequest) -> str:
+        answers = item.answers if isinstance(item.answers, dict) else {}
+        if not answers:
+            return "-"
+        labels = _answer_labels(item)
+        rows = format_html_join(
+            "",
+            "<dt>{}</dt><dd>{}</dd>",
+            ((labels.get(key, key), value) for key, value in answers.items()),
+        )
+        return format_html("<dl>{}</dl>", rows)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -163,13 +257,72 @@ class AccessRequestAdmin(admin.ModelAdmin[AccessRequest]):
         )
 
 
+class GrantStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("live", "live"),
+            ("revoked", "revoked"),
+            ("suspended", "suspended"),
+            ("expired", "expired"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = timezone.now()
+        unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        match self.value():
+            case "live":
+                return queryset.filter(
+                    unexpired, revoked_at__isnull=True, suspended_at__isnull=True
+                )
+            case "revoked":
+                return queryset.filter(revoked_at__isnull=False)
+            case "suspended":
+                return queryset.filter(revoked_at__isnull=True, suspended_at__isnull=False)
+            case "expired":
+                return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        return queryset
+
+
 @admin.register(Grant)
 class GrantAdmin(admin.ModelAdmin[Grant]):
-    list_display = ["jti", "user", "model", "issued_at", "expires_at", "revoked_at", "suspended_at"]
-    list_filter = ["model"]
-    search_fields = ["jti", "user__username"]
+    """Search by user (name or email), model (`org/name`, or either part) or grant id (jti);
+    revoke with a reason, one (on its page) or many."""
+
+    list_display = [
+        "jti",
+        "user",
+        "model",
+        "kid",
+        "issued_at",
+        "expires_at",
+        "revoked_at",
+        "revoked_reason",
+        "suspended_at",
+    ]
+    list_filter = [GrantStateFilter, "model"]
+    search_fields = ["jti", "user__username", "user__email", "model__org", "model__name", "kid"]
+    search_help_text = "User name or email, org/name of a model, or a grant id (jti)."
     list_select_related = ["user", "model"]
     actions = ["revoke", "resume"]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Grant], search_term: str
+    ) -> tuple[QuerySet[Grant], bool]:
+        """Also `org/name` for a model, as people write it (with other terms: both match)."""
+        terms = search_term.split()
+        repo_ids = [t for t in terms if t.count("/") == 1 and all(t.split("/"))]
+        rest = " ".join(t for t in terms if t not in repo_ids)
+        results, may_have_duplicates = super().get_search_results(request, queryset, rest)
+        if repo_ids:
+            by_repo = Q()
+            for term in repo_ids:
+                org, name = term.split("/")
+                by_repo |= Q(model__org__iexact=org, model__name__iexact=name)
+            results = results.filter(by_repo)
+        return results, may_have_duplicates
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -182,8 +335,9 @@ class GrantAdmin(admin.ModelAdmin[Grant]):
 
     @admin.action(description="Revoke (asks for a reason)")
     def revoke(self, request: HttpRequest, queryset: QuerySet[Grant]) -> HttpResponse | None:
-        form = ReasonForm(request.POST if "reason" in request.POST else None)
+        form = RevokeForm(request.POST if "reason" in request.POST else None)
         if form.is_valid():
+            revoked = 0
             for grant in queryset:
                 try:
                     access.grant_revoke(
@@ -191,6 +345,10 @@ class GrantAdmin(admin.ModelAdmin[Grant]):
                     )
                 except DomainError as error:
                     self.message_user(request, f"{grant}: {error.message}", messages.ERROR)
+                else:
+                    revoked += 1
+            if revoked:
+                self.message_user(request, f"{revoked} grant(s) revoked.", messages.SUCCESS)
             return None
         return render(
             request,

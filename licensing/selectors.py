@@ -4,11 +4,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from licensing import read_cache
 from licensing.audit_chain import GENESIS_HASH, event_hash
-from licensing.models import AccessRequest, AuditEvent, GatePolicy, Grant, SigningKey
+from licensing.models import (
+    AccessRequest,
+    AuditEvent,
+    DownloadToken,
+    GatePolicy,
+    Grant,
+    SigningKey,
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,21 @@ def grant_live_for(*, user: Any, model_id: int, now: datetime | None = None) -> 
     )
 
 
+def grant_live_for_remembered(*, user: Any, model_id: int) -> Grant | None:
+    """`grant_live_for` now, for the download path that asks it on every request: the answer is
+    remembered for at most a second (`licensing.read_cache`), so a revocation, a suspension or
+    a new license version takes effect within a second everywhere, and on the very next request
+    in the process that made it. A remembered grant that has expired since is never returned."""
+    if not user.is_authenticated:
+        return None
+    grant = read_cache.remembered(
+        ("grant", user.pk, model_id), lambda: grant_live_for(user=user, model_id=model_id)
+    )
+    if grant is not None and grant.expires_at is not None and grant.expires_at <= timezone.now():
+        return grant_live_for(user=user, model_id=model_id)
+    return grant
+
+
 def grant_signing_keys(*, now: datetime | None = None) -> list[SigningKey]:
     """Keys in the JWKS: the active grant key, and every retired one that still has a grant
     which is neither revoked nor expired (so rotation never breaks an outstanding grant)."""
@@ -81,6 +105,24 @@ def grant_signing_keys(*, now: datetime | None = None) -> list[SigningKey]:
         SigningKey.objects.filter(purpose=SigningKey.Purpose.GRANTS)
         .filter(Q(state=SigningKey.State.ACTIVE) | Q(kid__in=live_kids))
         .order_by("-created_at")
+    )
+
+
+def signing_keys_with_live_grants(*, now: datetime | None = None) -> QuerySet[SigningKey]:
+    """Signing keys, each annotated with `live_grants`: how many grants it signed that are
+    neither revoked nor expired (suspended ones count: they may be resumed). The same rule as
+    `grant_signing_keys`, so a retired key with live grants is exactly one still in the JWKS."""
+    now = now or timezone.now()
+    live = (
+        Grant.objects.filter(kid=OuterRef("kid"), revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .order_by()
+        .values("kid")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return SigningKey.objects.annotate(
+        live_grants=Coalesce(Subquery(live, output_field=IntegerField()), 0)
     )
 
 
@@ -108,3 +150,29 @@ def partner_may_see_proprietary(*, user: Any, model_id: int) -> bool:
     if not user.is_authenticated or not user.is_active:
         return False
     return GatePolicy.objects.filter(model_id=model_id, partners__members=user).exists()
+
+
+# --- A developer's own requests, grants and tokens (the portal) -------------------------------
+# Every read is filtered by the owner: no one sees another person's requests, grants or tokens.
+
+
+def access_requests_of(*, user: Any) -> QuerySet[AccessRequest]:
+    return (
+        AccessRequest.objects.filter(user_id=user.pk)
+        .select_related("model", "license")
+        .prefetch_related("grants")
+        .order_by("-created_at", "-id")
+    )
+
+
+def access_request_latest(*, user: Any, model_id: int) -> AccessRequest | None:
+    """The person's most recent request for a model: what their status page shows."""
+    return access_requests_of(user=user).filter(model_id=model_id).first()
+
+
+def grants_of(*, user: Any) -> QuerySet[Grant]:
+    return Grant.objects.filter(user_id=user.pk).select_related("model", "license")
+
+
+def tokens_of(*, user: Any) -> QuerySet[DownloadToken]:
+    return DownloadToken.objects.filter(user_id=user.pk).order_by("-created_at", "-id")

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from config.errors import DomainError, NotAllowed
+from licensing import read_cache
 from licensing.models import DownloadToken
 from licensing.services import audit_record
 
@@ -108,8 +109,10 @@ def token_revoke(*, token: DownloadToken, user: User) -> DownloadToken:
 
 
 def token_touch(token: DownloadToken) -> None:
-    """Record use, at most once a minute per token (one conditional UPDATE)."""
+    """Record use, at most once a minute per token (one conditional UPDATE). No access decision
+    depends on it, so the write keeps what `licensing.read_cache` remembers."""
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-        DownloadToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        with read_cache.writes_unremarked():
+            DownloadToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now

@@ -11,9 +11,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.template.defaultfilters import filesizeformat
+from django.urls import URLPattern, reverse
+from django.utils.html import format_html
 
 from config.errors import DomainError
 from release import services
+from release.admin_console import ReleaseConsole
 from release.models import (
     Artifact,
     DownloadDaily,
@@ -87,9 +90,22 @@ class FileInline(ReadOnlyInline):
 
 @admin.register(Model)
 class ModelAdmin(admin.ModelAdmin[Model]):
-    list_display = ["repo_id", "title", "created_at"]
+    """Each model links to its release console (`release.admin_console`)."""
+
+    list_display = ["repo_id", "title", "created_at", "console_link"]
     search_fields = ["org", "name", "title"]
     inlines = [VersionInline]
+
+    def get_urls(self) -> list[URLPattern]:
+        # Before the defaults: their `<path:object_id>/` would swallow `<id>/console/`.
+        return ReleaseConsole(self).get_urls() + super().get_urls()
+
+    @admin.display(description="release console")
+    def console_link(self, model: Model) -> str:
+        url = reverse("admin:release_model_console", args=[model.pk])
+        return format_html(
+            '<a href="{}">Console<span class="visually-hidden"> of {}</span></a>', url, model
+        )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
         return ["org", "name", "created_at"] if obj else ["created_at"]

@@ -19,6 +19,7 @@ import redis
 from django.conf import settings
 from django.db import connection, transaction
 
+from licensing import read_cache
 from release.models import Blob, DownloadEvent, File, blob_key
 from release.storage import s3_client
 
@@ -44,7 +45,11 @@ def file_location(file: File) -> Location:
     """Where a file's bytes are served from: the public bucket once an open artifact's blob was
     copied there, else the verified blob in the private bucket, else (never published, e.g.
     proprietary for staff and partners) its staging object."""
-    buckets = set(Blob.objects.filter(sha256=file.sha256).values_list("bucket", flat=True))
+    # Remembered for at most a second (licensing.read_cache), like the file row itself.
+    buckets = read_cache.remembered(
+        ("buckets", file.sha256),
+        lambda: frozenset(Blob.objects.filter(sha256=file.sha256).values_list("bucket", flat=True)),
+    )
     if file.artifact.phase == "open" and settings.S3_BUCKET_PUBLIC in buckets:
         return Location(settings.S3_BUCKET_PUBLIC, blob_key(file.sha256), public=True)
     if settings.S3_BUCKET_GATED in buckets:

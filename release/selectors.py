@@ -12,7 +12,12 @@ from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
 from licensing.models import AccessRequest, DownloadToken, Grant
-from licensing.selectors import grant_live_for, partner_may_see_proprietary
+from licensing import read_cache
+from licensing.selectors import (
+    grant_live_for,
+    grant_live_for_remembered,
+    partner_may_see_proprietary,
+)
 from release.models import (
     HEARTBEAT_NAME,
     Artifact,
@@ -109,13 +114,19 @@ def version_get_visible(*, user: Viewer, model: Model, revision: str) -> Version
 
 def file_by_revision(*, org: str, name: str, revision: str, path: str) -> File | None:
     """A file by model, version name or commit, and path, in one query, with no regard to who
-    asks: callers must decide access with `file_download_decision`."""
-    files = File.objects.select_related("artifact__version__model").filter(
-        version__model__org=org, version__model__name=name, path=path
-    )
-    if COMMIT_RE.fullmatch(revision):
-        return files.filter(version__commit=revision).first()
-    return files.filter(version__name=revision).first()
+    asks: callers must decide access with `file_download_decision`. The row (with its artifact's
+    phase) is remembered for at most a second (`licensing.read_cache`): a phase change takes
+    effect within a second everywhere, at once in the process that made it."""
+
+    def load() -> File | None:
+        files = File.objects.select_related("artifact__version__model").filter(
+            version__model__org=org, version__model__name=name, path=path
+        )
+        if COMMIT_RE.fullmatch(revision):
+            return files.filter(version__commit=revision).first()
+        return files.filter(version__name=revision).first()
+
+    return read_cache.remembered(("file", org, name, revision, path), load)
 
 
 def files_visible_to(*, user: Viewer, version: Version) -> QuerySet[File]:
@@ -162,6 +173,32 @@ def unlock_progress(*, unlock: Unlock) -> UnlockProgress:
         files_total=totals["files_total"],
         bytes_done=totals["done"] or 0,
         bytes_total=totals["total"] or 0,
+    )
+
+
+@dataclass(frozen=True)
+class UnlockApprovalStatus:
+    approvers: list[str]  # who approved, in order
+    required: int
+    missing_count: int  # approvals still needed
+    missing_roles: list[str]  # required roles no approver has covered yet
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_count and not self.missing_roles
+
+
+def unlock_approval_status(*, unlock: Unlock) -> UnlockApprovalStatus:
+    """What `unlock_approve` still waits for: enough approvals, and every required role among
+    them. Reads `unlock.approvals.all()`, so a caller listing many unlocks prefetches
+    `approvals__approver`."""
+    approvals = [a for a in unlock.approvals.all() if a.decision == "approve"]
+    covered = {role for approval in approvals for role in approval.roles}
+    return UnlockApprovalStatus(
+        approvers=[a.approver.get_username() for a in sorted(approvals, key=lambda a: a.pk)],
+        required=unlock.required_approvals,
+        missing_count=max(0, unlock.required_approvals - len(approvals)),
+        missing_roles=sorted(set(unlock.required_roles) - covered),
     )
 
 
@@ -244,7 +281,11 @@ def file_download_decision(
             f"{model.repo_id} is gated: sign in or send a Weightgate token, "
             f"and request access at {_access_page(model)}",
         )
-    grant = grant_live_for(user=user, model_id=model.pk, now=now)
+    grant = (
+        grant_live_for_remembered(user=user, model_id=model.pk)
+        if now is None
+        else grant_live_for(user=user, model_id=model.pk, now=now)
+    )
     if grant is not None and ("*" in grant.artifacts or artifact.name in grant.artifacts):
         return DownloadDecision(True, grant=grant)
     return DownloadDecision(False, 403, "gated", _why_no_access(user, model, grant))
@@ -276,3 +317,26 @@ def _why_no_access(user: Viewer, model: Model, grant: Grant | None) -> str:
             return f"your grant for {model.repo_id} expired: request access again at {page}"
         return f"the license of {model.repo_id} changed: accept the current license at {page}"
     return f"{model.repo_id} is gated: request access at {page}"
+
+
+# --- What the portal announces ---------------------------------------------------------------
+
+# Approved and on their way: announced on the model page. An unlock still awaiting approval may
+# never happen, so it is not announced.
+ANNOUNCED_UNLOCK_STATES = (Unlock.State.SCHEDULED, Unlock.State.STAGING, Unlock.State.READY)
+
+
+def unlocks_announced_for(*, artifact_ids: list[int]) -> dict[int, list[Unlock]]:
+    """Approved unlocks still to come for these artifacts (which the caller already knows are
+    visible to the viewer), by artifact id, soonest first."""
+    links = (
+        Unlock.artifacts.through.objects.filter(
+            artifact_id__in=artifact_ids, unlock__state__in=ANNOUNCED_UNLOCK_STATES
+        )
+        .select_related("unlock")
+        .order_by("unlock__not_before", "unlock_id")
+    )
+    announced: dict[int, list[Unlock]] = {}
+    for link in links:
+        announced.setdefault(link.artifact_id, []).append(link.unlock)
+    return announced
