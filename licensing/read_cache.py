@@ -74,9 +74,9 @@ def writes_unremarked() -> Iterator[None]:
 def _forget_on_write(
     execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: dict[str, Any]
 ) -> Any:
-    if not (
-        isinstance(sql, str) and sql.lstrip()[:6].upper() == "SELECT"
-    ) and not getattr(_unremarked, "active", False):
+    if not (isinstance(sql, str) and sql.lstrip()[:6].upper() == "SELECT") and not getattr(
+        _unremarked, "active", False
+    ):
         forget()
     return execute(sql, params, many, context)
 

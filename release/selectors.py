@@ -11,8 +11,8 @@ from django.contrib.auth.models import AnonymousUser
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
-from licensing.models import AccessRequest, DownloadToken, Grant
 from licensing import read_cache
+from licensing.models import AccessRequest, DownloadToken, Grant
 from licensing.selectors import (
     grant_live_for,
     grant_live_for_remembered,

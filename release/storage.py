@@ -27,7 +27,12 @@ def s3_client() -> "S3Client":
         aws_secret_access_key=settings.S3_SECRET_ACCESS_KEY,
         config=Config(
             signature_version="s3v4",
-            s3={"addressing_style": cast(AddressingStyle, settings.S3_ADDRESSING_STYLE)},
+            s3={
+                "addressing_style": cast(AddressingStyle, settings.S3_ADDRESSING_STYLE),
+                # Our uploads carry their own x-amz-checksum-sha256 (a signed header the store
+                # verifies), so botocore need not hash every body a second time to sign it.
+                "payload_signing_enabled": False,
+            },
             retries={"max_attempts": 5, "mode": "standard"},
         ),
     )

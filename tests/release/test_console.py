@@ -2,6 +2,7 @@
 still needs and the progress of a running one; every action goes through a confirmation page
 and a service, and a service's refusal is shown. Staff only; writes only by POST with CSRF."""
 
+import random
 import re
 from datetime import UTC, date, datetime, timedelta
 
@@ -14,7 +15,7 @@ from licensing.models import AuditEvent
 from release import services
 from release.charts import daily_bar_chart, nice_ceiling
 from release.models import Artifact, DownloadDaily, Phase, ReleasePolicy, Unlock
-from release.sample_weights import sample_tokenizer_files
+from release.sample_weights import sample_model_files
 from release.services.unlocks import unlock_advance, unlock_push_file
 from tests.factories import make_release, make_user
 from tests.staging import ingest_now
@@ -348,9 +349,11 @@ def test_console_follows_a_running_unlock_until_it_flips(staff_client, staff):
     """Given an unlock due now with no approvals needed, when its files are pushed one by one,
     the console shows the bytes moving and asks to be refreshed, and after the flip shows the
     new phase in the timeline."""
-    version, _ = ingest_now(name="console", artifacts={"tokenizer": sample_tokenizer_files()})
+    files = sample_model_files(seed=random.randrange(1 << 30))  # blobs outlive the test
+    version, _ = ingest_now(name="console", artifacts={"base": files})
     ReleasePolicy.objects.create(model=version.model, required_approvals=0)
-    unlock = schedule(version, staff, at=timezone.now(), artifacts=("tokenizer",))
+    due = timezone.now() + timedelta(minutes=1)
+    unlock = schedule(version, staff, at=due)
     progress_url = f"{console(version.model)}progress/"
     assert unlock.state == Unlock.State.SCHEDULED
 
@@ -362,7 +365,7 @@ def test_console_follows_a_running_unlock_until_it_flips(staff_client, staff):
     during = staff_client.get(progress_url).json()
     for row_id in rest:
         unlock_push_file(unlock_file_id=row_id)
-    unlock_advance(unlock_id=unlock.pk)
+    unlock_advance(unlock_id=unlock.pk, now=due + timedelta(seconds=1))
     done = staff_client.get(console(version.model)).content.decode()
     after = staff_client.get(progress_url).json()
 
@@ -376,7 +379,7 @@ def test_console_follows_a_running_unlock_until_it_flips(staff_client, staff):
     assert after == {"running": False, "unlocks": []}
     assert "data-progress-url" not in done
     assert Unlock.objects.get(pk=unlock.pk).state == Unlock.State.DONE
-    assert "tokenizer: proprietary → gated" in done
+    assert "v1:base: proprietary → gated" in done
     assert f"unlock #{unlock.pk} done" in done
 
 
@@ -433,7 +436,7 @@ def test_chart_bars_scale_to_a_round_ceiling():
         end=date(2030, 1, 10),
     )
 
-    assert nice_ceiling(8) == 10 and nice_ceiling(11) == 20 and nice_ceiling(0) == 1
+    assert [nice_ceiling(n) for n in (0, 1, 8, 11, 60, 101)] == [1, 1, 10, 20, 100, 200]
     assert [bar.day for bar in chart.bars] == [start, date(2030, 1, 3)]  # no bar for zero
     assert chart.bars[1].height == pytest.approx(2 * chart.bars[0].height)
     assert chart.bars[1].height == pytest.approx(chart.plot_height * 0.8)
