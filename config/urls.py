@@ -1,19 +1,13 @@
 from django.contrib import admin
-from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from config import health
 from licensing.urls import well_known
 
-
-def healthz(request: HttpRequest) -> JsonResponse:
-    """The process is up. Deliberately touches nothing else (it is also the benchmark's bare
-    Django baseline)."""
-    return JsonResponse({"status": "ok"})
-
-
 urlpatterns = [
-    path("healthz", healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("release.urls")),
     path("api/v1/", include("licensing.urls")),
