@@ -330,6 +330,7 @@ def endpoints_check(server: Server, endpoints: list[Endpoint]) -> None:
 class LoadFigures:
     endpoints: list[Endpoint]
     queries: dict[str, int] = field(default_factory=dict)
+    log_tail: list[str] = field(default_factory=list)  # gunicorn's, when a request failed
 
     def by_label(self) -> dict[str, Endpoint]:
         return {e.label: e for e in self.endpoints}
@@ -350,6 +351,8 @@ def load_section(
         rounds=params.rounds,
     )
     figures = LoadFigures(endpoints)
+    if any(e.total("errors") for e in endpoints):
+        figures.log_tail = server.log.read_text(errors="replace").splitlines()[-30:]
     counts, sql = request_queries(seeded)
     figures.queries = counts
     return figures, sql
@@ -441,7 +444,7 @@ BUCKETS: list[tuple[str, str, str]] = [
     ("file_download_decision", "release/selectors.py", "file_download_decision"),
     ("  of which grant_live_for", "licensing/selectors.py", "grant_live_for"),
     ("download_throttle (Redis)", "release/distribution.py", "download_throttle"),
-    ("download_record (Redis LPUSH)", "release/distribution.py", "download_record"),
+    ("download_record (Redis LPUSH; before)", "release/distribution.py", "download_record"),
     ("download_url (location + presign cache)", "release/distribution.py", "download_url"),
     ("  of which file_location (Blob query)", "release/distribution.py", "file_location"),
     ("all SQL: Django ORM execute_sql", "django/db/models/sql/compiler.py", "execute_sql"),
@@ -1051,6 +1054,9 @@ def load_table(figures: LoadFigures, *, against: LoadFigures | None = None) -> l
     for endpoint in endpoints:
         for sample in sorted({s for r in endpoint.rounds for s in r["error_samples"]}):
             lines.append(f"error on {endpoint.label}: {sample}")
+    if figures.log_tail:
+        lines.append("gunicorn log, last lines:")
+        lines.extend(f"    {line}" for line in figures.log_tail)
     return lines
 
 

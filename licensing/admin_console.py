@@ -2,8 +2,9 @@
 review list (CSV and JSON, exactly the filtered list on screen), signing key rotation and
 retirement, and the audit chain check.
 
-The ModelAdmins mount these through `admin_site.admin_view` (staff only, CSRF-protected). GET
-only reads; every change is a POST through `licensing.keys`, whose refusals are shown."""
+The ModelAdmins mount these through `admin_site.admin_view` (staff only, CSRF-protected), and
+each page asks for the same model permission as the admin page it extends. GET only reads;
+every change is a POST through `licensing.keys`, whose refusals are shown."""
 
 import csv
 import json
@@ -14,6 +15,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -186,7 +188,15 @@ def _keys_context(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> d
     return {**model_admin.admin_site.each_context(request), "opts": SigningKey._meta}
 
 
+def _may_change_keys(request: HttpRequest) -> None:
+    """Rotating and retiring are for staff holding the signing keys' change permission (the
+    admin shows keys read-only, so no other page uses it)."""
+    if not request.user.has_perm("licensing.change_signingkey"):
+        raise PermissionDenied
+
+
 def signing_key_rotate_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> Any:
+    _may_change_keys(request)
     form = RotateForm(
         request.POST if request.method == "POST" else None,
         initial={"purpose": request.GET.get("purpose")},
@@ -204,7 +214,7 @@ def signing_key_rotate_view(model_admin: admin.ModelAdmin[Any], request: HttpReq
                 messages.error(request, f"Not rotated: {error.message}")
                 status = error.status
             else:
-                messages.success(request, f"{key.kid} now signs for '{key.purpose}'.")
+                messages.success(request, f"Key {key.kid} now signs for {key.purpose}.")
                 return redirect("admin:licensing_signingkey_changelist")
         else:
             status = 400
@@ -225,6 +235,7 @@ def signing_key_rotate_view(model_admin: admin.ModelAdmin[Any], request: HttpReq
 def signing_key_retire_view(
     model_admin: admin.ModelAdmin[Any], request: HttpRequest, key_id: int
 ) -> HttpResponse:
+    _may_change_keys(request)
     key = get_object_or_404(signing_keys_with_live_grants(), pk=key_id)
     status = 200
     if request.method == "POST":
@@ -236,7 +247,7 @@ def signing_key_retire_view(
         else:
             messages.success(
                 request,
-                f"{key.kid} is retired; nothing signs for '{key.purpose}' until a key is "
+                f"Key {key.kid} is retired; nothing signs for {key.purpose} until a key is "
                 "rotated in.",
             )
             return redirect("admin:licensing_signingkey_changelist")
@@ -248,7 +259,7 @@ def signing_key_retire_view(
             "title": f"Retire signing key {key.kid}",
             "keys": [key],
             "warning": (
-                f"From now on nothing signs for '{key.purpose}' until a new key is rotated in: "
+                f"From now on nothing signs for {key.purpose} until a new key is rotated in: "
                 + (
                     "access approvals fail to issue grants."
                     if key.purpose == SigningKey.Purpose.GRANTS
@@ -269,8 +280,12 @@ def signing_key_retire_view(
 
 def audit_verify_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> HttpResponse:
     """Recompute the whole chain now (a read: it changes nothing, so GET)."""
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
     report = audit_chain_verify()
-    broken = AuditEvent.objects.filter(pk=report.broken_at).first() if not report.ok else None
+    broken = None
+    if report.broken_at is not None:
+        broken = AuditEvent.objects.filter(pk=report.broken_at).first()
     return render(
         request,
         "admin/licensing/auditevent/verify.html",

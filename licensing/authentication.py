@@ -29,10 +29,7 @@ def token_authenticate(raw: str, *, safe_method: bool = True) -> tuple[User, Dow
             code="token_invalid",
         )
     digest = token_hash(raw)
-    token = read_cache.remembered(
-        ("token", digest),
-        lambda: DownloadToken.objects.select_related("user").filter(token_hash=digest).first(),
-    )
+    token = read_cache.remembered(("token", digest), lambda: _token_by_hash(digest))
     if token is None or not token.user.is_active:
         raise TokenError(
             "unknown token: it may have been deleted; create a new one", code="token_invalid"
@@ -47,6 +44,12 @@ def token_authenticate(raw: str, *, safe_method: bool = True) -> tuple[User, Dow
         )
     token_touch(token)
     return token.user, token
+
+
+def _token_by_hash(digest: str) -> DownloadToken | None:
+    # Token hashes are unique: at most one row, so no ORDER BY to build.
+    tokens = DownloadToken.objects.select_related("user").filter(token_hash=digest).order_by()
+    return next(iter(tokens[:1]), None)
 
 
 class BearerTokenAuthentication(BaseAuthentication):

@@ -35,20 +35,36 @@ _lock = threading.Lock()
 _unremarked = threading.local()
 
 
-def remembered(key: Hashable, load: Callable[[], T]) -> T:
-    """`load()`'s answer, from memory when it was loaded under `MAX_AGE` ago and this process
-    has written nothing since."""
+def remembered(
+    key: Hashable,
+    load: Callable[[], T],
+    *,
+    max_age: float | Callable[[T], float] = MAX_AGE,
+    still_valid: Callable[[T], bool] | None = None,
+) -> T:
+    """`load()`'s answer, from memory when it was loaded under `max_age` seconds ago, this
+    process has written nothing since, and `still_valid` (if given) accepts it.
+
+    Only an answer that cannot change may be kept longer than `MAX_AGE` (`max_age` may depend
+    on the answer), and then whatever in it can change must be checked by `still_valid`
+    against answers no older than `MAX_AGE`."""
     now = time.monotonic()
     hit = _entries.get(key)
-    if hit is not None and hit[0] > now and hit[1] == _generation:
+    if (
+        hit is not None
+        and hit[0] > now
+        and hit[1] == _generation
+        and (still_valid is None or still_valid(hit[2]))
+    ):
         return hit[2]  # type: ignore[no-any-return]
     # Read before loading: a write while `load()` runs makes this answer stale at once.
     generation = _generation
     value = load()
+    keep = max_age(value) if callable(max_age) else max_age
     with _lock:
         if len(_entries) >= MAX_ENTRIES:
             _entries.clear()
-        _entries[key] = (now + MAX_AGE, generation, value)
+        _entries[key] = (now + keep, generation, value)
     return value
 
 

@@ -60,16 +60,16 @@ def grant_live_for(*, user: Any, model_id: int, now: datetime | None = None) -> 
     if not user.is_authenticated:
         return None
     now = now or timezone.now()
-    policy = GatePolicy.objects.filter(model_id=model_id).values("license_id").first()
-    if policy is None or policy["license_id"] is None:
-        return None
+    # One query: no policy, or a policy without a license, makes the subquery NULL, which no
+    # grant's license equals.
+    required = GatePolicy.objects.filter(model_id=model_id).values("license_id")
     return (
         Grant.objects.filter(
             user_id=user.pk,
             model_id=model_id,
             revoked_at__isnull=True,
             suspended_at__isnull=True,
-            license_id=policy["license_id"],
+            license_id=Subquery(required),
         )
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
         .order_by("-issued_at")

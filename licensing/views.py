@@ -63,7 +63,7 @@ def _client_ip(request: HttpRequest) -> str | None:
     """The client's address, from X-Forwarded-For only as far as TRUSTED_PROXY_COUNT says
     (the same rule allauth's sign-in limits use)."""
     try:
-        return get_adapter(request).get_client_ip(request)
+        return str(get_adapter(request).get_client_ip(request))
     except PermissionDenied:
         return None
 
@@ -244,6 +244,13 @@ def access_status(request: HttpRequest, org: str, name: str) -> HttpResponse:
         for g in grants_of(user=me).filter(model=model).order_by("-issued_at")
     ]
     takes_requests = bool(policy and policy.license)
+    labels = {
+        f["name"]: f.get("label") or f["name"] for f in (policy.form_fields if policy else [])
+    }
+    answers = [
+        (labels.get(key, key), "yes" if value is True else "no" if value is False else value)
+        for key, value in (latest.answers.items() if latest else [])
+    ]
     may_request = takes_requests and (
         latest is None
         or latest.status == Status.WITHDRAWN
@@ -255,6 +262,7 @@ def access_status(request: HttpRequest, org: str, name: str) -> HttpResponse:
         {
             "model": model,
             "latest": latest,
+            "answers": answers,
             "live_grant": live,
             "grants": grants,
             "takes_requests": takes_requests,
@@ -327,7 +335,7 @@ class TokenCreateForm(forms.Form):
     expires = forms.ChoiceField(choices=EXPIRY_CHOICES, initial="30", label="Expires after")
 
     def clean_models(self) -> list[str]:
-        repo_ids = self.cleaned_data["models"].replace(",", " ").split()
+        repo_ids: list[str] = self.cleaned_data["models"].replace(",", " ").split()
         bad = [repo_id for repo_id in repo_ids if repo_id.count("/") != 1]
         if bad:
             raise forms.ValidationError(f"Name models as org/name: {', '.join(bad)}")

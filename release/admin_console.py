@@ -4,7 +4,8 @@ pages to schedule, approve, reject, cancel and reschedule unlocks and to withdra
 the model's downloads per day.
 
 Mounted under the Model admin (`ModelAdmin.get_urls`), so every page is staff-only through
-`admin_site.admin_view` (others are sent to the admin login) and CSRF-protected. GET only
+`admin_site.admin_view` (others are sent to the admin login), CSRF-protected, and needs the
+permission to view models, like the Model admin. GET only
 reads: every action page is a confirmation step that changes nothing, and the change happens
 on its POST, through `release.services`, whose refusals (`DomainError`) are shown as messages.
 """
@@ -18,6 +19,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -85,13 +87,18 @@ def _time_help(extra: str = "") -> str:
     return f"In {timezone.get_current_timezone_name()}. {extra}".strip()
 
 
+class VersionChoiceField(forms.ModelChoiceField):  # type: ignore[type-arg]
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj.name} (commit {str(obj.commit)[:12]})"
+
+
 class ArtifactChoiceField(forms.ModelMultipleChoiceField):  # type: ignore[type-arg]
     def label_from_instance(self, obj: Any) -> str:
         return f"{obj.version.name}: {obj.name} (now {obj.phase})"
 
 
 class ScheduleForm(forms.Form):
-    version = forms.ModelChoiceField(queryset=Version.objects.none(), help_text="Sealed versions.")
+    version = VersionChoiceField(queryset=Version.objects.none(), help_text="Sealed versions.")
     artifacts = ArtifactChoiceField(
         queryset=Artifact.objects.none(),
         widget=forms.CheckboxSelectMultiple,
@@ -183,7 +190,7 @@ class WithdrawForm(ReasonForm):
 class DownloadsFilterForm(forms.Form):
     version = forms.ChoiceField(required=False)
     days = forms.TypedChoiceField(
-        label="Period", choices=DOWNLOAD_RANGES, coerce=int, required=False, empty_value=30
+        label="Period", choices=DOWNLOAD_RANGES, coerce=int, required=False, empty_value=None
     )
 
     def __init__(self, *args: Any, versions: list[str], **kwargs: Any) -> None:
@@ -411,10 +418,22 @@ class ReleaseConsole:
     """The console's views, bound to the Model admin they are mounted under."""
 
     def __init__(self, model_admin: admin.ModelAdmin[Model]) -> None:
+        self.model_admin = model_admin
         self.admin_site = model_admin.admin_site
 
     def get_urls(self) -> list[URLPattern]:
-        wrap = self.admin_site.admin_view
+        def wrap(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+            """Staff only (others go to the admin login), CSRF-protected, and, like the Model
+            admin itself, only for staff who may view models; the services then decide each
+            change."""
+
+            def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+                if not self.model_admin.has_view_or_change_permission(request):
+                    raise PermissionDenied
+                return view(request, *args, **kwargs)
+
+            return self.admin_site.admin_view(checked)
+
         return [
             path("<int:model_id>/console/", wrap(self.console), name="release_model_console"),
             path(
@@ -657,10 +676,12 @@ class ReleaseConsole:
         names |= set(
             DownloadDaily.objects.filter(model=model).values_list("version", flat=True).distinct()
         )
-        form = DownloadsFilterForm(request.GET or None, versions=sorted(names))
+        form = DownloadsFilterForm(
+            request.GET or None, versions=sorted(names), initial={"days": 30}
+        )
         version, days = "", 30
         if form.is_valid():
-            version, days = form.cleaned_data["version"], form.cleaned_data["days"]
+            version, days = form.cleaned_data["version"], form.cleaned_data["days"] or 30
         # Counts are per UTC day.
         end = timezone.now().astimezone(UTC).date()
         start = end - timedelta(days=days - 1)

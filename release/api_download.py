@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from licensing.authentication import request_token
 from licensing.models import DownloadToken, Grant
 from release import selectors
-from release.distribution import download_record, download_throttle, download_url
+from release.distribution import download_event, download_throttle, download_url
 from release.models import File, Version
 
 
@@ -72,20 +72,24 @@ def _not_found(request: Request, org: str, name: str, revision: str, path: str) 
 def _throttled(
     request: Request, version: Version, file: File, token: DownloadToken | None, grant: Grant | None
 ) -> Found:
+    grant_id = str(grant.jti) if grant else None
+    # A HEAD only looks: not a download. A GET is logged by the throttle when it lets it through.
+    record = (
+        download_event(
+            file=file,
+            user_id=request.user.pk,
+            token_id=token.pk if token else None,
+            grant_id=grant_id,
+        )
+        if request.method == "GET"
+        else None
+    )
     throttle = download_throttle(
-        token_key=token.token_hash[:16] if token else None,
-        grant_id=str(grant.jti) if grant else None,
+        token_key=token.token_hash[:16] if token else None, grant_id=grant_id, record=record
     )
     if not throttle.allowed:
         return Found(
             version, file, Refusal(429, "rate_limited", throttle.message, throttle.retry_after)
-        )
-    if request.method == "GET":  # a HEAD only looks: not a download
-        download_record(
-            file=file,
-            user_id=request.user.pk,
-            token_id=token.pk if token else None,
-            grant_id=str(grant.jti) if grant else None,
         )
     return Found(version, file, None)
 

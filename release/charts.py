@@ -57,7 +57,7 @@ def nice_ceiling(value: int) -> int:
     value axis reads 0, 5, 10 rather than 0, 3.5, 7."""
     if value <= 1:
         return 1
-    magnitude = 10 ** math.floor(math.log10(value))
+    magnitude = int(10 ** math.floor(math.log10(value)))
     for step in (1, 2, 5, 10):
         if step * magnitude >= value:
             return step * magnitude

@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 import redis
 from django.conf import settings
 from django.db import connection, transaction
+from redis.commands.core import Script
 
 from licensing import read_cache
 from release.models import Blob, DownloadEvent, File, blob_key
@@ -94,57 +95,84 @@ class Throttle:
     message: str = ""
 
 
-def _count(key: str, window: int) -> tuple[int, int]:
-    pipe = redis_client().pipeline()
-    pipe.set(key, 0, ex=window, nx=True)  # starts the window (EXPIRE NX needs Redis 7)
-    pipe.incr(key)
-    pipe.ttl(key)
-    _, count, ttl = pipe.execute()
-    return int(count), max(int(ttl), 1)
+# Counts each counter in turn (KEYS[i], window ARGV[2i] seconds, limit ARGV[2i+1]) and stops at
+# the first over its limit, answering {i, ttl}; else, when ARGV[1] is 1, pushes the download
+# (the last ARGV) onto the buffer (the last KEYS) and answers {0, 0}. One round trip for all of a
+# request's Redis work; a counter after one over its limit is not counted, and a refused
+# download is not logged.
+_THROTTLE_SCRIPT = """
+local counters = #KEYS - tonumber(ARGV[1])
+for i = 1, counters do
+    redis.call('SET', KEYS[i], 0, 'EX', ARGV[2 * i], 'NX')
+    if redis.call('INCR', KEYS[i]) > tonumber(ARGV[2 * i + 1]) then
+        return {i, redis.call('TTL', KEYS[i])}
+    end
+end
+if ARGV[1] == '1' then
+    redis.call('LPUSH', KEYS[#KEYS], ARGV[#ARGV])
+end
+return {0, 0}
+"""
 
 
-def download_throttle(*, token_key: str | None, grant_id: str | None) -> Throttle:
+@cache
+def _throttle_script() -> Script:
+    return redis_client().register_script(_THROTTLE_SCRIPT)
+
+
+def download_throttle(
+    *, token_key: str | None, grant_id: str | None, record: str | None = None
+) -> Throttle:
     """Per-token requests per minute and per-grant downloads per UTC day, counted in Redis so
-    every web process shares them."""
+    every web process shares them; the token's counter first, and the grant's is not counted
+    when the token is over its limit. `record` (a `download_event`) is added to the download
+    log when the answer is yes, in the same round trip."""
+    keys: list[str] = []
+    args: list[int | str] = [1 if record is not None else 0]
     if token_key is not None:
-        count, ttl = _count(f"ratelimit:token:{token_key}:{int(time.time() // 60)}", 60)
-        if count > settings.DOWNLOAD_RATE_PER_MINUTE:
-            return Throttle(
-                False,
-                ttl,
-                f"this token made more than "
-                f"{settings.DOWNLOAD_RATE_PER_MINUTE} requests this minute",
-            )
+        keys.append(f"ratelimit:token:{token_key}:{int(time.time() // 60)}")
+        args += [60, settings.DOWNLOAD_RATE_PER_MINUTE]
     if grant_id is not None:
-        day = datetime.now(UTC).date().isoformat()
-        count, ttl = _count(f"quota:grant:{grant_id}:{day}", 86_400)
-        if count > settings.DOWNLOAD_DAILY_QUOTA:
-            return Throttle(
-                False,
-                ttl,
-                f"your grant's daily quota of {settings.DOWNLOAD_DAILY_QUOTA} downloads is used up",
-            )
-    return Throttle(True)
+        keys.append(f"quota:grant:{grant_id}:{datetime.now(UTC).date().isoformat()}")
+        args += [86_400, settings.DOWNLOAD_DAILY_QUOTA]
+    counters = len(keys)
+    if record is not None:
+        keys.append(BUFFER_KEY)
+        args.append(record)
+    if not keys:
+        return Throttle(True)
+    over, ttl = _throttle_script()(keys=keys, args=args)
+    if not over:
+        return Throttle(True)
+    retry_after = max(int(ttl), 1)
+    if int(over) <= counters and keys[int(over) - 1].startswith("ratelimit:"):
+        return Throttle(
+            False,
+            retry_after,
+            f"this token made more than {settings.DOWNLOAD_RATE_PER_MINUTE} requests this minute",
+        )
+    return Throttle(
+        False,
+        retry_after,
+        f"your grant's daily quota of {settings.DOWNLOAD_DAILY_QUOTA} downloads is used up",
+    )
 
 
-def download_record(
+def download_event(
     *, file: File, user_id: int | None, token_id: int | None, grant_id: str | None
-) -> None:
-    """Note an issued URL in the Redis buffer: one LPUSH on the request path, nothing more."""
-    redis_client().lpush(
-        BUFFER_KEY,
-        json.dumps(
-            {
-                "at": datetime.now(UTC).isoformat(),
-                "model": file.artifact.version.model_id,
-                "version": file.artifact.version.name,
-                "artifact": file.artifact.name,
-                "path": file.path,
-                "user": user_id,
-                "token": token_id,
-                "grant": grant_id or "",
-            }
-        ),
+) -> str:
+    """An issued URL as the download log's buffer holds it."""
+    return json.dumps(
+        {
+            "at": datetime.now(UTC).isoformat(),
+            "model": file.artifact.version.model_id,
+            "version": file.artifact.version.name,
+            "artifact": file.artifact.name,
+            "path": file.path,
+            "user": user_id,
+            "token": token_id,
+            "grant": grant_id or "",
+        }
     )
 
 

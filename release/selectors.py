@@ -112,21 +112,66 @@ def version_get_visible(*, user: Viewer, model: Model, revision: str) -> Version
     return versions.filter(name=revision).first()
 
 
+# A sealed version's files, artifacts, names and commit never change (the services and the
+# admin allow no edit), so its file rows are remembered for this long: what can change, the
+# artifact's phase, is checked on every use against phases at most a second old.
+SEALED_FILE_MAX_AGE = 300.0
+
+
+def _artifact_phases(version_id: int) -> dict[int, str]:
+    """Each artifact's phase, by id, for a version: at most a second old."""
+    return read_cache.remembered(
+        ("phases", version_id),
+        lambda: dict(Artifact.objects.filter(version_id=version_id).values_list("id", "phase")),
+    )
+
+
+def _phase_current(file: File | None) -> bool:
+    return file is None or (
+        _artifact_phases(file.artifact.version_id).get(file.artifact_id) == file.artifact.phase
+    )
+
+
+def _file_max_age(file: File | None) -> float:
+    if file is not None and file.artifact.version.is_sealed:
+        return SEALED_FILE_MAX_AGE
+    return read_cache.MAX_AGE
+
+
 def file_by_revision(*, org: str, name: str, revision: str, path: str) -> File | None:
     """A file by model, version name or commit, and path, in one query, with no regard to who
-    asks: callers must decide access with `file_download_decision`. The row (with its artifact's
-    phase) is remembered for at most a second (`licensing.read_cache`): a phase change takes
-    effect within a second everywhere, at once in the process that made it."""
+    asks: callers must decide access with `file_download_decision`. Remembered per process
+    (`licensing.read_cache`): a file of a sealed version as long as its artifact's phase, read
+    at most a second earlier, is still the one it was loaded with; anything else for at most a
+    second. A phase change takes effect within a second everywhere, at once in the process that
+    made it."""
 
     def load() -> File | None:
-        files = File.objects.select_related("artifact__version__model").filter(
-            version__model__org=org, version__model__name=name, path=path
+        files = (
+            File.objects.select_related("artifact__version__model")
+            # Signatures, the manifest (every file of the version) and the card: large, and
+            # nothing on the download path reads them.
+            .defer(
+                "artifact__signature",
+                "artifact__version__manifest",
+                "artifact__version__signature",
+                "artifact__version__model__card",
+            )
+            .filter(version__model__org=org, version__model__name=name, path=path)
         )
         if COMMIT_RE.fullmatch(revision):
-            return files.filter(version__commit=revision).first()
-        return files.filter(version__name=revision).first()
+            files = files.filter(version__commit=revision)
+        else:
+            files = files.filter(version__name=revision)
+        # At most one row (unique model, version name or commit, path): no ORDER BY to build.
+        return next(iter(files.order_by()[:1]), None)
 
-    return read_cache.remembered(("file", org, name, revision, path), load)
+    return read_cache.remembered(
+        ("file", org, name, revision, path),
+        load,
+        max_age=_file_max_age,
+        still_valid=_phase_current,
+    )
 
 
 def files_visible_to(*, user: Viewer, version: Version) -> QuerySet[File]:

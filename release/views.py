@@ -99,7 +99,8 @@ def catalog(request: HttpRequest) -> HttpResponse:
         .distinct()
         .order_by("license__slug")
     )
-    filters = {key: value for key, value in request.GET.items() if key != "page" and value}
+    chosen = {"q": query, "org": org, "phase": phase, "license": license}
+    filters = {key: value for key, value in chosen.items() if value}
     return render(
         request,
         "release/catalog.html",
@@ -147,8 +148,10 @@ def _download_commands(model: Model, revision: str) -> dict[str, str]:
     """The commands a developer copies, filled in with this model, version and server."""
     site, repo = settings.SITE_URL, model.repo_id
     return {
-        "cli": f"weightgate login --endpoint {site}\nweightgate download {repo} --revision {revision}",
-        "hf": f"HF_ENDPOINT={site} HF_TOKEN=<your token> hf download {repo} --revision {revision}",
+        "cli": f"weightgate login --endpoint {site}\n"
+        f"weightgate download {repo} --revision {revision}",
+        "hf": f'HF_ENDPOINT={site} HF_TOKEN="<your token>" '
+        f"hf download {repo} --revision {revision}",
         "python": "from huggingface_hub import snapshot_download\n"
         f'snapshot_download("{repo}", revision="{revision}", endpoint="{site}", '
         'token="<your token>")',

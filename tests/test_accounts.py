@@ -15,7 +15,7 @@ PASSWORD = "a long and unusual passphrase 42"
 
 
 def link_in(message: mail.EmailMessage) -> str:
-    found = re.search(r"https?://[^/\s]+(/\S+)", message.body)
+    found = re.search(r"https?://[^/\s]+(/\S+)", str(message.body))
     assert found is not None, message.body
     return found.group(1)
 
@@ -101,7 +101,9 @@ def test_repeated_failed_sign_ins_are_throttled(client):
     for _ in range(5):
         client.post("/accounts/login/", {"login": "someone@example.com", "password": "wrong"})
     # Even the right password is refused now, until the window passes.
-    response = client.post("/accounts/login/", {"login": "someone@example.com", "password": PASSWORD})
+    response = client.post(
+        "/accounts/login/", {"login": "someone@example.com", "password": PASSWORD}
+    )
 
     assert "Too many failed login attempts" in response.content.decode()
     assert client.get("/tokens/").status_code == 302
@@ -113,3 +115,13 @@ def test_sign_up_page_has_labelled_fields_and_the_portal_layout(client):
     assert '<label for="id_password1">' in html
     assert "portal.css" in html
     assert 'name="csrfmiddlewaretoken"' in html
+
+
+def test_too_many_sign_in_attempts_from_one_address_get_a_429_page(client):
+    for _ in range(30):
+        client.post("/accounts/login/", {"login": "nobody@example.com", "password": "x"})
+
+    response = client.post("/accounts/login/", {"login": "nobody@example.com", "password": "x"})
+
+    assert response.status_code == 429
+    assert "Too many attempts" in response.content.decode()

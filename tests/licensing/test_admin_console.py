@@ -6,6 +6,7 @@ services, and the audit chain check. Staff only."""
 import csv
 import io
 import json
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -21,7 +22,7 @@ from tests.licensing.factories import gated_model, submit
 pytestmark = pytest.mark.django_db
 
 Status = AccessRequest.Status
-FIELDS = [
+FIELDS: list[dict[str, Any]] = [
     {"name": "affiliation", "label": "Affiliation", "type": "text", "required": True},
     {"name": "use", "label": "Intended use", "type": "select", "options": ["research", "product"]},
 ]
@@ -90,6 +91,21 @@ def test_console_pages_refuse_non_staff(client, who, outsider, staff):
     rotate = client.post(f"{KEYS}rotate/", {"purpose": "grants", "curve": "P-256", "confirm": "on"})
 
     assert retire.status_code == rotate.status_code == 302
+    assert SigningKey.objects.get().state == SigningKey.State.ACTIVE
+
+
+def test_staff_without_the_models_permissions_are_refused(client, staff):
+    key = signing_key_ensure(purpose="grants")
+    client.force_login(staff)  # staff, but granted nothing
+
+    for url in [
+        f"{REQUESTS}export.csv",
+        f"{KEYS}rotate/",
+        f"{KEYS}{key.pk}/retire/",
+        f"{AUDIT}verify/",
+    ]:
+        assert client.get(url).status_code == 403, url
+    assert client.post(f"{KEYS}{key.pk}/retire/").status_code == 403
     assert SigningKey.objects.get().state == SigningKey.State.ACTIVE
 
 
@@ -319,7 +335,7 @@ def test_rotate_needs_the_confirmation_then_goes_through_the_service(staff_clien
     assert new.pk != old.pk
     assert new.algorithm == "ES384"
     assert SigningKey.objects.get(pk=old.pk).state == SigningKey.State.RETIRED
-    assert f"{new.kid} now signs for 'grants'" in done.content.decode()
+    assert f"{new.kid} now signs for grants." in done.content.decode()
     event = AuditEvent.objects.get(action="signing_key.rotated", subject_id=new.kid)
     assert event.actor == "admin"
     assert event.data["retired"] == [old.kid]
@@ -330,7 +346,7 @@ def test_retire_confirms_first_and_shows_the_services_refusal(staff_client):
     url = f"{KEYS}{key.pk}/retire/"
 
     confirm = staff_client.get(url)
-    assert "nothing signs for &#x27;grants&#x27;" in confirm.content.decode()
+    assert "nothing signs for grants until" in confirm.content.decode()
     assert SigningKey.objects.get(pk=key.pk).state == SigningKey.State.ACTIVE
 
     done = staff_client.post(url, follow=True)

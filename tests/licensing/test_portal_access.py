@@ -3,6 +3,7 @@ the status page (pending, approved with the signed grant, rejected, withdrawn), 
 tokens, and "My access" — each person seeing and changing only their own."""
 
 import re
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -16,7 +17,7 @@ from tests.licensing.factories import LICENSE_TEXT, current_license, gated_model
 
 pytestmark = pytest.mark.django_db
 
-FIELDS = [
+FIELDS: list[dict[str, Any]] = [
     {"name": "affiliation", "label": "Affiliation", "type": "text", "required": True},
     {"name": "use", "label": "Intended use", "type": "select", "options": ["research", "product"]},
     {"name": "country", "label": "Country", "type": "country", "required": True},

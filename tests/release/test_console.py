@@ -7,7 +7,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from django.utils import timezone
 
@@ -23,6 +23,18 @@ from tests.staging import ingest_now
 pytestmark = pytest.mark.django_db
 
 
+def may_view_models(*users):
+    """Like the Model admin, the console is for staff who may view models."""
+    permission = Permission.objects.get(content_type__app_label="release", codename="view_model")
+    for user in users:
+        user.user_permissions.add(permission)
+
+
+@pytest.fixture(autouse=True)
+def _staff_may_view_models(staff):
+    may_view_models(staff)
+
+
 @pytest.fixture
 def staff_client(client, staff):
     client.force_login(staff)
@@ -31,7 +43,9 @@ def staff_client(client, staff):
 
 @pytest.fixture
 def approvers(db):
-    return make_user("alice", is_staff=True), make_user("bob", is_staff=True)
+    people = make_user("alice", is_staff=True), make_user("bob", is_staff=True)
+    may_view_models(*people)
+    return people
 
 
 def console(model):
@@ -101,6 +115,18 @@ def test_console_refuses_non_staff_and_changes_nothing(client, who, outsider, st
 
     assert withdraw.status_code == approve.status_code == 302
     assert Artifact.objects.get(pk=artifact.pk).phase == Phase.OPEN
+    assert not unlock.approvals.exists()
+
+
+def test_staff_without_the_permission_to_view_models_are_refused(client, staff):
+    version = make_release()
+    unlock = schedule(version, staff)
+    intern = make_user("intern", is_staff=True)
+    client.force_login(intern)
+
+    for url in every_page(version, unlock, version.artifacts.get()):
+        assert client.get(url).status_code == 403, url
+    assert client.post(f"{console(version.model)}unlocks/{unlock.pk}/approve/").status_code == 403
     assert not unlock.approvals.exists()
 
 

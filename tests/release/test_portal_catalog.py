@@ -85,7 +85,9 @@ def test_model_page_of_a_proprietary_model_is_404_to_outsiders(client, catalog, 
 
 def test_model_page_of_a_proprietary_model_shows_to_staff_and_partners(client, staff):
     model = gated_model(actor=staff, org="gamma", name="early")
-    version = make_release(org="gamma", name="early", version="v2", artifacts={"base": "proprietary"})
+    version = make_release(
+        org="gamma", name="early", version="v2", artifacts={"base": "proprietary"}
+    )
     partner = make_user("partner")
     organisation = PartnerOrganisation.objects.create(name="Partner Labs")
     organisation.members.add(partner)
@@ -113,7 +115,7 @@ def test_model_page_fills_in_the_download_commands(client, catalog, settings):
     html = page(client, "/models/beta/gated-llm")
     assert "weightgate download beta/gated-llm --revision v1" in html
     assert (
-        "HF_ENDPOINT=https://weights.example.com HF_TOKEN=&lt;your token&gt; "
+        "HF_ENDPOINT=https://weights.example.com HF_TOKEN=&quot;&lt;your token&gt;&quot; "
         "hf download beta/gated-llm --revision v1"
     ) in html
     assert "snapshot_download(&quot;beta/gated-llm&quot;, revision=&quot;v1&quot;" in html

@@ -52,3 +52,9 @@ for (const form of document.querySelectorAll("form[data-confirm]")) {
     }
   });
 }
+
+// After a refused submit, take keyboard and screen-reader users to the summary of problems.
+const problems = document.querySelector(".form-errors[tabindex='-1']");
+if (problems) {
+  problems.focus();
+}
