@@ -6,7 +6,10 @@ query (0.3 to 1 ms) than everything else in the request together. Answers rememb
 forgotten:
 
 - after `MAX_AGE` (one second): a change made in another process (a revocation, a withdrawal, a
-  new license version, a deactivated account) takes effect everywhere within a second;
+  new license version, a deactivated account) takes effect everywhere within a second. Only
+  what cannot change is kept longer (the files of a sealed version), and then whatever in it can
+  change (their artifact's phase) is checked on every use against an answer at most a second
+  old;
 - at once, in this process, whenever it sends the database anything but a SELECT (an execute
   wrapper on every connection): here a change is effective on the very next request, as if
   nothing were remembered. Only `writes_unremarked` bookkeeping is exempt.
@@ -29,6 +32,8 @@ MAX_ENTRIES = 20_000
 
 T = TypeVar("T")
 
+_clock = time.monotonic  # a name of its own, so that tests can move it
+
 _entries: dict[Hashable, tuple[float, int, Any]] = {}
 _generation = 0
 _lock = threading.Lock()
@@ -48,7 +53,7 @@ def remembered(
     Only an answer that cannot change may be kept longer than `MAX_AGE` (`max_age` may depend
     on the answer), and then whatever in it can change must be checked by `still_valid`
     against answers no older than `MAX_AGE`."""
-    now = time.monotonic()
+    now = _clock()
     hit = _entries.get(key)
     if (
         hit is not None

@@ -122,7 +122,9 @@ def _artifact_phases(version_id: int) -> dict[int, str]:
     """Each artifact's phase, by id, for a version: at most a second old."""
     return read_cache.remembered(
         ("phases", version_id),
-        lambda: dict(Artifact.objects.filter(version_id=version_id).values_list("id", "phase")),
+        lambda: dict(
+            Artifact.objects.filter(version_id=version_id).order_by().values_list("id", "phase")
+        ),
     )
 
 
