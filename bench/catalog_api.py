@@ -42,6 +42,7 @@ if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 HOST = "127.0.0.1"
+CONNECT_SPACING = 0.005  # seconds between the load generator's new connections
 BASELINE_PATH = "/healthz"
 LIST_PATH = "/api/v1/models/"
 
@@ -255,12 +256,15 @@ async def _load(
     head: bool,
 ) -> LoadResult:
     tally = _Tally()
-    tasks = [
-        asyncio.create_task(_drive(port, turns, tally, expect=expect, head=head))
-        for turns in requests
-    ]
+    tasks = []
+    started = time.perf_counter()
+    for turns in requests:
+        tasks.append(asyncio.create_task(_drive(port, turns, tally, expect=expect, head=head)))
+        # Connections opened in one burst all land on whichever worker wakes first, and stay
+        # there (keep-alive): a few milliseconds apart, the idle workers take their share.
+        await asyncio.sleep(CONNECT_SPACING)
     # One continuous load: the warm-up runs into the measurement with no gap in between.
-    await asyncio.sleep(warmup)
+    await asyncio.sleep(max(0.0, warmup - (time.perf_counter() - started)))
     tally.recording = True
     started, cpu_started = time.perf_counter(), time.process_time()
     await asyncio.sleep(duration)

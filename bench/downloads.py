@@ -451,7 +451,7 @@ class Profiled:
 # Where a request's time goes: cumulative CPU of these functions (file suffix, function name).
 BUCKETS: list[tuple[str, str, str]] = [
     ("DRF authentication (token lookup)", "licensing/authentication.py", "authenticate"),
-    ("file_by_revision (1 query)", "release/selectors.py", "file_by_revision"),
+    ("file_by_revision", "release/selectors.py", "file_by_revision"),
     ("file_download_decision", "release/selectors.py", "file_download_decision"),
     ("  of which grant_live_for", "licensing/selectors.py", "grant_live_for"),
     ("download_throttle (Redis: counters, log)", "release/distribution.py", "download_throttle"),
