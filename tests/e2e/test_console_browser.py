@@ -10,12 +10,8 @@ Screenshots go to a temporary folder, or to WEIGHTGATE_SCREENSHOTS when set
 (`WEIGHTGATE_SCREENSHOTS=docs/screenshots` refreshes docs/screenshots/console*.png).
 """
 
-import os
 import random
-from collections.abc import Iterator
 from datetime import UTC, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -24,41 +20,16 @@ from release import services
 from release.models import Artifact, DownloadDaily, Phase, Unlock
 from release.sample_weights import sample_model_files, sample_tokenizer_files
 from release.services.unlocks import unlock_advance, unlock_push_file
+from tests.e2e.conftest import needs_chromium
 from tests.factories import make_user
 from tests.staging import ingest_now
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 PASSWORD = "correct horse battery staple"  # tests.factories.make_user's
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="browser tests need Debian's Chromium at /usr/bin/chromium "
-        "(`make pytest` installs it with apt-get when it can)",
-    ),
+    needs_chromium,
 ]
-
-
-@pytest.fixture
-def chromium(monkeypatch) -> Iterator[Any]:
-    # Playwright's sync API keeps an asyncio loop in this thread, which Django would take for
-    # async code; the ORM calls here are plain synchronous test code.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def screenshots(tmp_path) -> Path:
-    folder = Path(os.environ.get("WEIGHTGATE_SCREENSHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture
@@ -109,12 +80,12 @@ def sign_in(browser, base: str, username: str, errors: list[str]):
     return context, page
 
 
-def test_admins_schedule_approve_and_watch_an_unlock_flip(release, chromium, screenshots):
+def test_admins_schedule_approve_and_watch_an_unlock_flip(release, browser, screenshots):
     base, model = release["url"], release["model"]
     errors: list[str] = []
 
     # The release manager schedules the base weights to go gated now.
-    rm_context, rm = sign_in(chromium, base, "rm", errors)
+    rm_context, rm = sign_in(browser, base, "rm", errors)
     rm.goto(f"{base}/admin/release/model/")
     rm.get_by_role("link", name=f"Console of {model}").click()
     rm.get_by_role("heading", name=f"Release console: {model}").wait_for()
@@ -137,7 +108,7 @@ def test_admins_schedule_approve_and_watch_an_unlock_flip(release, chromium, scr
     rm.get_by_text("someone else must approve it").wait_for()
 
     # A second admin approves in the console; a third through the service.
-    legal_context, legal = sign_in(chromium, base, "legal", errors)
+    legal_context, legal = sign_in(browser, base, "legal", errors)
     legal.goto(f"{base}/admin/release/model/{model.pk}/console/")
     legal.get_by_role("link", name=f"Approve unlock #{unlock.pk}").click()
     legal.get_by_label("Comment:", exact=True).fill("license text checked")

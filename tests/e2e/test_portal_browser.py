@@ -10,12 +10,9 @@ Screenshots of the main pages go to a temporary folder, or to WEIGHTGATE_SCREENS
 """
 
 import hashlib
-import os
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.core import mail
@@ -26,21 +23,12 @@ from licensing.models import AccessRequest
 from release import services
 from release.models import Phase
 from release.sample_weights import sample_model_files, sample_tokenizer_files
+from tests.e2e.conftest import needs_chromium
 from tests.factories import make_release, make_user
 from tests.licensing.factories import make_license
 from tests.staging import ingest_now
 from weightgate_cli.main import main as weightgate
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 PASSWORD = "a long and unusual passphrase 42"
 CARD = """# Browser LLM
 
@@ -56,32 +44,8 @@ A tiny decoder for **testing the portal**. Released in stages:
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="browser tests need Debian's Chromium at /usr/bin/chromium "
-        "(`make pytest` installs it with apt-get when it can)",
-    ),
+    needs_chromium,
 ]
-
-
-@pytest.fixture
-def browser(monkeypatch) -> Iterator[Any]:
-    # Playwright's sync API keeps an asyncio loop in this thread, which Django would take for
-    # async code; the ORM calls here are plain synchronous test code.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def screenshots(tmp_path) -> Path:
-    folder = Path(os.environ.get("WEIGHTGATE_SCREENSHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture
