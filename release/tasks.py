@@ -1,12 +1,16 @@
 """Celery tasks of the release app: thin wrappers that call services."""
 
+import logging
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import shared_task
 
 from release import services
+from release.models import IngestJob, Unlock
 from release.services import unlocks
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, ignore_result=True, soft_time_limit=20, time_limit=30)
@@ -37,7 +41,10 @@ def ingest_hash_file(file_id: int) -> None:
 @shared_task
 def ingest_finalize(job_id: int) -> None:
     """Check indexes against shard headers, then seal and sign the version (or fail the job)."""
-    services.ingest_finalize(job_id=job_id)
+    try:
+        services.ingest_finalize(job_id=job_id)
+    except IngestJob.DoesNotExist:
+        logger.warning("ingest_finalize: ingest #%s no longer exists; nothing to do", job_id)
 
 
 @shared_task(soft_time_limit=50, time_limit=60)
@@ -50,7 +57,10 @@ def unlocks_tick() -> None:
 @shared_task(soft_time_limit=50, time_limit=60)
 def unlock_advance(unlock_id: int) -> None:
     """Move one unlock forward now (after an approval, or when its last file is verified)."""
-    unlocks.unlock_advance(unlock_id=unlock_id)
+    try:
+        unlocks.unlock_advance(unlock_id=unlock_id)
+    except Unlock.DoesNotExist:
+        logger.warning("unlock_advance: unlock #%s no longer exists; nothing to do", unlock_id)
 
 
 @shared_task(**STORAGE_RETRIES)

@@ -32,3 +32,14 @@ def test_celery_is_configured_for_safe_redelivery():
     assert app.conf.task_serializer == "json"
     assert app.conf.task_time_limit > 0
     assert "heartbeat" in app.conf.beat_schedule
+
+
+@pytest.mark.django_db
+def test_tasks_for_rows_that_no_longer_exist_do_nothing(caplog):
+    from release.tasks import ingest_finalize, unlock_advance
+
+    ingest_finalize.apply(args=[987654])
+    unlock_advance.apply(args=[987654])
+
+    assert "ingest #987654 no longer exists" in caplog.text
+    assert "unlock #987654 no longer exists" in caplog.text
