@@ -123,7 +123,12 @@ def ingest_file_hash(*, file_id: int) -> None:
 
 
 def _ingest_file_finish(row: IngestFile, **result: Any) -> None:
+    """Record one file's result and, if it was the last, queue the finalisation."""
     with transaction.atomic():
+        # Finishers of one job take turns on the job row. Without it, two workers finishing the
+        # last two files at once each see the other's file still running (its update is not
+        # committed yet), and neither queues the finalisation: the ingest would hang.
+        IngestJob.objects.select_for_update().filter(pk=row.job_id).values_list("pk").first()
         IngestFile.objects.filter(pk=row.pk).update(**result)
         unfinished = IngestFile.objects.filter(
             job_id=row.job_id, state__in=[IngestFile.State.PENDING, IngestFile.State.RUNNING]
