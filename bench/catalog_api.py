@@ -342,6 +342,39 @@ def bench_database(database_url: str, name: str) -> Iterator[str]:
             connection.execute(drop)
 
 
+def migrate_and_drive(env: dict[str, str], database: str, module: str, payload: str) -> int:
+    """Migrate the bench database, then run `module.driver_main(payload)` in a child process
+    with `env` and return its exit code. On Ctrl-C the child got the same SIGINT: give it time to
+    stop its servers and clean up before the caller drops the database."""
+    print(f"migrating database {database}", flush=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        check=True,
+    )
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; from {module} import driver_main; sys.exit(driver_main(sys.argv[1]))",
+            payload,
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+    )
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        try:
+            child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        print("interrupted; bench database dropped", file=sys.stderr)
+        return 130
+
+
 def http_get(port: int, path: str) -> tuple[int, bytes]:
     connection = http.client.HTTPConnection(HOST, port, timeout=10)
     try:

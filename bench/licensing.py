@@ -38,7 +38,6 @@ import platform
 import pstats
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -1230,7 +1229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if values["verify_seconds"] <= 0 or not 0 <= 2 * args.profile <= values["count"]:
         parser.error("--verify-seconds must be positive, --profile between 0 and --count / 2")
 
-    from bench.catalog_api import bench_database
+    from bench.catalog_api import bench_database, migrate_and_drive
     from config.settings import env_str  # also reads .local/env, like every other entry point
 
     run_id = uuid.uuid4().hex[:8]
@@ -1262,36 +1261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "CELERY_TASK_DEFAULT_QUEUE": params.queue,
             "CELERY_TRANSFER_QUEUE": params.queue,
         }
-        print(f"migrating database {database}", flush=True)
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            check=True,
-        )
-        child = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from bench.licensing import driver_main; "
-                "sys.exit(driver_main(sys.argv[1]))",
-                json.dumps(asdict(params)),
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-        )
-        try:
-            return child.wait()
-        except KeyboardInterrupt:
-            # The child got the same SIGINT: let it stop its server and empty its queue before
-            # the database goes.
-            try:
-                child.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-            print("interrupted; bench database dropped", file=sys.stderr)
-            return 130
+        return migrate_and_drive(env, database, "bench.licensing", json.dumps(asdict(params)))
 
 
 if __name__ == "__main__":

@@ -1001,7 +1001,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(values["flip_mib"]) < 1 or not set(args.sections) <= set("abc"):
         parser.error("--flip-mib must be positive and --sections made of a, b and c")
 
-    from bench.catalog_api import bench_database
+    from bench.catalog_api import bench_database, migrate_and_drive
     from config.settings import env_str  # also reads .local/env, like every other entry point
 
     run_id = uuid.uuid4().hex[:8]
@@ -1029,36 +1029,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "CELERY_TASK_DEFAULT_QUEUE": params.queue,
             "CELERY_TRANSFER_QUEUE": params.queue,
         }
-        print(f"migrating database {database}", flush=True)
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            check=True,
-        )
-        child = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from bench.publish import driver_main; "
-                "sys.exit(driver_main(sys.argv[1]))",
-                json.dumps(asdict(params)),
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-        )
-        try:
-            return child.wait()
-        except KeyboardInterrupt:
-            # The child got the same SIGINT: let it stop its workers and delete its objects
-            # before the database goes.
-            try:
-                child.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-            print("interrupted; bench database dropped", file=sys.stderr)
-            return 130
+        return migrate_and_drive(env, database, "bench.publish", json.dumps(asdict(params)))
 
 
 if __name__ == "__main__":
