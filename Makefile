@@ -46,8 +46,9 @@ migrate: services
 demo: migrate
 	$(MANAGE) collectstatic --noinput --verbosity 0
 	$(MANAGE) seed_demo
-	@# The demo serves plain HTTP on loopback, so its cookies cannot require HTTPS.
-	SECURE_COOKIES=0 PATH="$(CURDIR)/$(BIN):$$PATH" \
+	@# The demo serves plain HTTP on loopback, so its cookies cannot require HTTPS; its logs are
+	@# read by people, not a log pipeline.
+	SECURE_COOKIES=0 LOG_FORMAT=plain PATH="$(CURDIR)/$(BIN):$$PATH" \
 		$(BIN)/honcho --procfile infra/Procfile.demo --app-root . start
 
 lint: install

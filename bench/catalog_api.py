@@ -192,45 +192,75 @@ async def response_read(
     return status, await reader.read(), False
 
 
+# What a client connection can run into: the server closed it, sent garbage, or took too much.
+TRANSPORT_ERRORS = (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError)
+
+
+class Connection:
+    """One client's HTTP/1.1 keep-alive connection to the server on loopback, opened on first
+    use and again after the server closed it."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.stream: _Stream | None = None
+        self.connects = 0
+
+    def close(self) -> None:
+        _close(self.stream)
+        self.stream = None
+
+    async def exchange(self, request: bytes, *, head: bool = False) -> tuple[int, bytes]:
+        """Send `request`, read its answer: status and body. A kept-alive connection that the
+        server had just closed is reopened and the request sent again, once; any other
+        transport failure raises (one of TRANSPORT_ERRORS), the connection closed."""
+        for attempt in range(2):
+            reused = self.stream is not None
+            try:
+                if self.stream is None:
+                    self.stream = await asyncio.open_connection(HOST, self.port)
+                    self.connects += 1
+                reader, writer = self.stream
+                writer.write(request)
+                status, body, keep_alive = await response_read(reader, head=head)
+            except TRANSPORT_ERRORS as error:
+                self.close()
+                closed = isinstance(error, asyncio.IncompleteReadError | OSError)
+                if reused and attempt == 0 and closed:
+                    continue
+                raise
+            if not keep_alive:
+                self.close()
+            return status, body
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+
 async def _drive(
     port: int, requests: Sequence[bytes], tally: _Tally, *, expect: int = 200, head: bool = False
 ) -> None:
     """One client connection: request after request (taking `requests` in turn), reconnecting
     whenever the server closes. An answer other than `expect` is an error."""
-    stream: _Stream | None = None
+    connection = Connection(port)
     turn = 0
     try:
         while True:
             request = requests[turn % len(requests)]
-            started = time.perf_counter()
-            connected = stream is None
+            started, connects = time.perf_counter(), connection.connects
             try:
-                if stream is None:
-                    stream = await asyncio.open_connection(HOST, port)
-                reader, writer = stream
-                writer.write(request)
-                status, body, keep_alive = await response_read(reader, head=head)
-            except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError) as error:
-                _close(stream)
-                stream = None
-                if not connected and isinstance(error, asyncio.IncompleteReadError | OSError):
-                    continue  # A kept-alive connection the server had just closed: not an error.
+                status, body = await connection.exchange(request, head=head)
+            except TRANSPORT_ERRORS as error:
                 tally.error(f"{type(error).__name__}: {error}")
                 await asyncio.sleep(0.05)
                 continue
             turn += 1
             if tally.recording:
                 tally.requests += 1
-                tally.connects += connected
+                tally.connects += connection.connects - connects
                 tally.body_bytes += len(body)
                 tally.latencies.append(time.perf_counter() - started)
             if status != expect:
                 tally.error(f"HTTP {status}")
-            if not keep_alive:
-                _close(stream)
-                stream = None
     finally:
-        _close(stream)
+        connection.close()
 
 
 def request_bytes(
@@ -454,6 +484,14 @@ def gunicorn_running(env: dict[str, str], workers: int, log: Path) -> Iterator[S
 # --- Measuring and reporting. -----------------------------------------------------------------
 
 
+def percentile_ms(latencies: Sequence[float], fraction: float) -> float:
+    """The `fraction` percentile (nearest rank) of latencies in seconds, in milliseconds."""
+    ordered = sorted(latencies)
+    if not ordered:
+        return math.nan
+    return 1000 * ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
 _Summed = Literal["seconds", "requests", "errors", "connects", "cpu_seconds"]
 
 
@@ -493,10 +531,7 @@ class Endpoint:
         return sum(r["requests"] for r in results) / sum(r["seconds"] for r in results)
 
     def latency_ms(self, fraction: float) -> float:
-        latencies = sorted(latency for r in self.rounds for latency in r["latencies"])
-        if not latencies:
-            return math.nan
-        return 1000 * latencies[max(0, math.ceil(fraction * len(latencies)) - 1)]
+        return percentile_ms([latency for r in self.rounds for latency in r["latencies"]], fraction)
 
     def total(self, key: _Summed) -> float:
         return sum(r[key] for r in self.rounds)

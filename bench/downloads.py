@@ -223,9 +223,10 @@ class Seeded:
     tokens: list[str]
 
 
-def seed(params: Params) -> Seeded:
-    """The gated model of (a) through the release services, its gate, and the grant holders,
-    each with a grant (access_grant_direct) and a token (token_create)."""
+def seed(*, files: int, holders: int, prefix: str) -> Seeded:
+    """The gated model of (a) through the release services (`files` files as rows, their storage
+    keys under `prefix`), its gate, and `holders` grant holders, each with a grant
+    (access_grant_direct) and a token (token_create)."""
     from django.contrib.auth.models import User
 
     from licensing import access
@@ -247,11 +248,9 @@ def seed(params: Params) -> Seeded:
     model = services.model_create(actor=admin, org=ORG, name=RESOLVE_MODEL, title="Bench model")
     version = services.version_create(actor=admin, model=model, name=VERSION)
     artifact = services.artifact_create(actor=admin, version=version, name=ARTIFACT)
-    paths = [
-        f"model-{index + 1:05d}-of-{params.files:05d}.safetensors" for index in range(params.files)
-    ]
+    paths = [f"model-{index + 1:05d}-of-{files:05d}.safetensors" for index in range(files)]
     for index, path in enumerate(paths):
-        key = f"{params.prefix}rows/{path}"  # a row only: nothing is uploaded for (a)
+        key = f"{prefix}rows/{path}"  # a row only: nothing is uploaded for (a)
         services.file_add(
             artifact=artifact,
             path=path,
@@ -262,14 +261,12 @@ def seed(params: Params) -> Seeded:
     version = services.version_seal(actor=admin, version=version)
     services.artifact_set_phase(actor=admin, artifact=artifact, phase=Phase.GATED)
     access.gate_policy_set(actor=admin, model=model, license=license)
-    holders = [
-        User.objects.create_user(f"bench-holder-{index:03d}") for index in range(params.holders)
-    ]
+    users = [User.objects.create_user(f"bench-holder-{index:03d}") for index in range(holders)]
     tokens = []
-    for holder in holders:
+    for holder in users:
         access.access_grant_direct(model=model, user=holder, reviewer=admin)
         tokens.append(token_create(user=holder, name="bench")[1])
-    return Seeded(admin, license, grants_key, model, version, paths, holders, tokens)
+    return Seeded(admin, license, grants_key, model, version, paths, users, tokens)
 
 
 # --- (a) and (b): requests per second. ---------------------------------------------------------
@@ -695,43 +692,63 @@ def _s3() -> S3Client:
     return s3_client()
 
 
-def shards_prepare(seeded: Seeded, params: Params) -> Shards:
-    """Random safetensors shards in the staging bucket, ingested (hashed, sealed, signed) as
-    tests/staging.py's ingest_now does, gated, and granted to the first holder."""
+def shards_stage(*, prefix: str, shards: int, shard_bytes: int) -> float:
+    """`shards` safetensors files of `shard_bytes` random bytes each (new blobs every time: they
+    are content-addressed) in the staging bucket under `prefix`; the seconds it took."""
     import numpy as np
     from django.conf import settings
     from safetensors.numpy import save
 
-    from licensing import access
-    from release import services
-    from release.models import IngestJob, Phase
-
     client = _s3()
-    prefix = f"{params.prefix}shards/"
     rng = np.random.default_rng(secrets.randbits(128))
     started = time.perf_counter()
-    for index in range(params.shards):
-        tensor = np.frombuffer(rng.bytes(params.shard_mib * MiB), dtype=np.uint8)
-        key = f"{prefix}model-{index + 1:05d}-of-{params.shards:05d}.safetensors"
+    for index in range(shards):
+        tensor = np.frombuffer(rng.bytes(shard_bytes), dtype=np.uint8)
+        key = f"{prefix}model-{index + 1:05d}-of-{shards:05d}.safetensors"
         client.upload_fileobj(io.BytesIO(save({"weight": tensor})), settings.S3_BUCKET_STAGING, key)
         del tensor
-    staged = time.perf_counter() - started
+    return time.perf_counter() - started
 
-    started = time.perf_counter()
-    model = services.model_create(actor=seeded.admin, org=ORG, name=SHARDS_MODEL)
+
+def version_ingest(
+    *, actor: User, model: Model, version_name: str, sources: dict[str, str]
+) -> Version:
+    """Ingest staged files ({artifact: s3:// prefix}) into a new version in this process, as
+    tests/staging.py's ingest_now does (what the workers would do): hashed, sealed, signed."""
+    from release import services
+    from release.models import IngestJob
+
     job = services.ingest_start(
-        actor=seeded.admin,
-        model=model,
-        version_name=VERSION,
-        sources={ARTIFACT: f"s3://{settings.S3_BUCKET_STAGING}/{prefix}"},
+        actor=actor, model=model, version_name=version_name, sources=sources
     )
     for file_id in job.files.values_list("pk", flat=True):
         services.ingest_file_hash(file_id=file_id)
     job = services.ingest_finalize(job_id=job.pk)
     if job.state != IngestJob.State.SEALED or job.version is None:
-        raise BenchFailed(f"ingest of the shards failed: {job.error}")
+        raise BenchFailed(f"ingest of {model}@{version_name} failed: {job.error}")
+    return job.version
+
+
+def shards_prepare(seeded: Seeded, params: Params) -> Shards:
+    """Random safetensors shards in the staging bucket, ingested (hashed, sealed, signed), gated,
+    and granted to the first holder."""
+    from django.conf import settings
+
+    from licensing import access
+    from release import services
+    from release.models import Phase
+
+    prefix = f"{params.prefix}shards/"
+    staged = shards_stage(prefix=prefix, shards=params.shards, shard_bytes=params.shard_mib * MiB)
+    started = time.perf_counter()
+    model = services.model_create(actor=seeded.admin, org=ORG, name=SHARDS_MODEL)
+    version = version_ingest(
+        actor=seeded.admin,
+        model=model,
+        version_name=VERSION,
+        sources={ARTIFACT: f"s3://{settings.S3_BUCKET_STAGING}/{prefix}"},
+    )
     ingested = time.perf_counter() - started
-    version = job.version
     artifact = version.artifacts.get(name=ARTIFACT)
     services.artifact_set_phase(actor=seeded.admin, artifact=artifact, phase=Phase.GATED)
     access.gate_policy_set(actor=seeded.admin, model=model, license=seeded.license)
@@ -746,17 +763,15 @@ def shards_prepare(seeded: Seeded, params: Params) -> Shards:
     )
 
 
-def staged_delete(params: Params) -> int:
-    """Delete every staging object under the run's prefix; how many."""
+def staged_delete(prefix: str) -> int:
+    """Delete every staging object under `prefix` (a run's); how many."""
     from django.conf import settings
 
     client = _s3()
     bucket = settings.S3_BUCKET_STAGING
     keys = [
         item["Key"]
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=params.prefix
-        )
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for item in page.get("Contents", [])
     ]
     for start in range(0, len(keys), 1000):
@@ -997,7 +1012,7 @@ class Results:
 
 def run(params: Params, results: Results) -> None:
     started = time.perf_counter()
-    seeded = seed(params)
+    seeded = seed(files=params.files, holders=params.holders, prefix=params.prefix)
     results.seed_seconds = time.perf_counter() - started
     results.sizes_small = table_sizes()
     print(
@@ -1276,7 +1291,7 @@ def driver_main(params_json: str) -> int:
         print(f"bench failed: {failure}", file=sys.stderr)
         failed = True
     finally:
-        results.staged_deleted = staged_delete(params)
+        results.staged_deleted = staged_delete(params.prefix)
     report(params, results)
     if results.profiles:
         dump = Path(params.scratch).parent / f"weightgate-bench-downloads-{params.run_id}.prof.txt"

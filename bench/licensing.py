@@ -91,8 +91,8 @@ def answers(index: int) -> dict[str, Any]:
     return {"country": COUNTRIES[index % len(COUNTRIES)], "accept_aup": True}
 
 
-def requests_path(name: str) -> str:
-    return f"/api/v1/models/{ORG}/{name}/access-requests/"
+def requests_path(name: str, org: str = ORG) -> str:
+    return f"/api/v1/models/{org}/{name}/access-requests/"
 
 
 @dataclass
@@ -126,16 +126,8 @@ class SurgeResult(TypedDict):
     cpu_seconds: float
 
 
-_Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-def _close(stream: _Stream | None) -> None:
-    if stream is not None:
-        stream[1].close()
-
-
 async def _surge(port: int, requests: list[bytes], connections: int) -> SurgeResult:
-    from bench.catalog_api import HOST, response_read
+    from bench.catalog_api import TRANSPORT_ERRORS, Connection
 
     waiting = deque(requests)
     statuses: Counter[int] = Counter()
@@ -148,45 +140,24 @@ async def _surge(port: int, requests: list[bytes], connections: int) -> SurgeRes
             samples.append(what)
 
     async def client() -> None:
-        stream: _Stream | None = None
+        connection = Connection(port)
         try:
             while waiting:
                 request = waiting.popleft()
-                for attempt in range(2):
-                    reused = stream is not None
-                    started = time.perf_counter()
-                    try:
-                        if stream is None:
-                            stream = await asyncio.open_connection(HOST, port)
-                            tally["connects"] += 1
-                        reader, writer = stream
-                        writer.write(request)
-                        status, body, keep_alive = await response_read(reader)
-                    except (
-                        OSError,
-                        EOFError,
-                        ValueError,
-                        IndexError,
-                        asyncio.LimitOverrunError,
-                    ) as error:
-                        _close(stream)
-                        stream = None
-                        retry = isinstance(error, asyncio.IncompleteReadError | OSError)
-                        if reused and attempt == 0 and retry:
-                            continue  # A kept-alive connection the server had just closed.
-                        tally["transport_errors"] += 1
-                        sample(f"{type(error).__name__}: {error}")
-                        break
-                    latencies.append(time.perf_counter() - started)
-                    statuses[status] += 1
-                    if status != 201:
-                        sample(f"HTTP {status}: {body[:300].decode(errors='replace')}")
-                    if not keep_alive:
-                        _close(stream)
-                        stream = None
-                    break
+                started = time.perf_counter()
+                try:
+                    status, body = await connection.exchange(request)
+                except TRANSPORT_ERRORS as error:
+                    tally["transport_errors"] += 1
+                    sample(f"{type(error).__name__}: {error}")
+                    continue
+                latencies.append(time.perf_counter() - started)
+                statuses[status] += 1
+                if status != 201:
+                    sample(f"HTTP {status}: {body[:300].decode(errors='replace')}")
         finally:
-            _close(stream)
+            connection.close()
+            tally["connects"] += connection.connects
 
     started, cpu_started = time.perf_counter(), time.process_time()
     outcomes = await asyncio.gather(*(client() for _ in range(connections)), return_exceptions=True)
@@ -361,10 +332,9 @@ class SurgeFigures:
         return sent - self.created + self.result["transport_errors"]
 
     def latency_ms(self, fraction: float) -> float:
-        latencies = sorted(self.result["latencies"])
-        if not latencies:
-            return math.nan
-        return 1000 * latencies[max(0, math.ceil(fraction * len(latencies)) - 1)]
+        from bench.catalog_api import percentile_ms
+
+        return percentile_ms(self.result["latencies"], fraction)
 
 
 @dataclass
@@ -411,16 +381,6 @@ class Seeded:
 def seed(params: Params) -> Seeded:
     """The models, their gates, the grants key, the users and a logged-in session for each, made
     in bulk where the services would take minutes (users, sessions); the rest by the services."""
-    from django.conf import settings
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.auth.hashers import make_password
-    from django.contrib.auth.models import User
-    from django.contrib.sessions.backends.base import VALID_KEY_CHARS
-    from django.contrib.sessions.backends.db import SessionStore
-    from django.contrib.sessions.models import Session
-    from django.utils import timezone
-    from django.utils.crypto import get_random_string
-
     from licensing.access import gate_policy_set, license_publish
     from licensing.keys import signing_key_ensure
     from licensing.models import GatePolicy, License
@@ -448,19 +408,35 @@ def seed(params: Params) -> Seeded:
         models[name] = model
 
     # The surge's users, the warm-up's, and one for the query counts.
-    total = params.count + params.warmup + 1
+    users, sessions = users_with_sessions(params.count + params.warmup + 1)
+    return Seeded(staff, license, key, models, users, sessions)
+
+
+def users_with_sessions(count: int, *, prefix: str = "bench") -> tuple[list[User], list[str]]:
+    """`count` users (named prefix-000000 on) and a signed-in session key for each, made in bulk
+    (the services would take minutes): what django.contrib.auth.login() stores, without a request
+    and a query per user."""
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.auth.hashers import make_password
+    from django.contrib.auth.models import User
+    from django.contrib.sessions.backends.base import VALID_KEY_CHARS
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+    from django.utils.crypto import get_random_string
+
     users = User.objects.bulk_create(
         (
             User(
-                username=f"bench-{index:06d}",
-                email=f"bench-{index:06d}@example.com",
+                username=f"{prefix}-{index:06d}",
+                email=f"{prefix}-{index:06d}@example.com",
                 password=make_password(None),  # unusable, and free to make (no PBKDF2)
             )
-            for index in range(total)
+            for index in range(count)
         ),
         batch_size=2000,
     )
-    # What django.contrib.auth.login() stores, without a request and a query per user.
     backend = settings.AUTHENTICATION_BACKENDS[0]
     store = SessionStore()
     expires = timezone.now() + timedelta(seconds=settings.SESSION_COOKIE_AGE)
@@ -482,7 +458,7 @@ def seed(params: Params) -> Seeded:
         ),
         batch_size=2000,
     )
-    return Seeded(staff, license, key, models, users, sessions)
+    return users, sessions
 
 
 def routing_check(queue: str) -> None:
@@ -779,7 +755,12 @@ def verify_rates(
 # --- The run. ---------------------------------------------------------------------------------
 
 
-def _surge_requests(seeded: Seeded, users: range, model_name: str, port: int) -> list[bytes]:
+def access_request_bytes(
+    *, port: int, path: str, license_sha256: str, sessions: Sequence[str], users: Iterable[int]
+) -> list[bytes]:
+    """One POST of an access request to `path` per index of `users`: that user's session cookie,
+    a CSRF cookie and the same value in the CSRF header (what a browser sends), the license's
+    hash and the form's answers."""
     from django.conf import settings
 
     from bench.catalog_api import HOST
@@ -787,20 +768,28 @@ def _surge_requests(seeded: Seeded, users: range, model_name: str, port: int) ->
     csrf_header = settings.CSRF_HEADER_NAME.removeprefix("HTTP_").replace("_", "-")
     built = []
     for index in users:
-        body = json.dumps(
-            {"license_sha256": seeded.license.text_sha256, "answers": answers(index)}
-        ).encode()
+        body = json.dumps({"license_sha256": license_sha256, "answers": answers(index)}).encode()
         csrf = secrets.token_hex(16)  # 32 alphanumeric characters: a CSRF secret Django takes
         head = (
-            f"POST {requests_path(model_name)} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
             "Accept: application/json\r\nContent-Type: application/json\r\n"
             "User-Agent: weightgate-bench\r\n"
-            f"Cookie: {settings.SESSION_COOKIE_NAME}={seeded.sessions[index]}; "
+            f"Cookie: {settings.SESSION_COOKIE_NAME}={sessions[index]}; "
             f"{settings.CSRF_COOKIE_NAME}={csrf}\r\n{csrf_header}: {csrf}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         )
         built.append(head.encode() + body)
     return built
+
+
+def _surge_requests(seeded: Seeded, users: range, model_name: str, port: int) -> list[bytes]:
+    return access_request_bytes(
+        port=port,
+        path=requests_path(model_name),
+        license_sha256=seeded.license.text_sha256,
+        sessions=seeded.sessions,
+        users=users,
+    )
 
 
 def surge(seeded: Seeded, params: Params, results: Results) -> dict[str, Any]:

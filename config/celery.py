@@ -4,8 +4,11 @@ import os
 
 from celery import Celery
 
+from config import task_signals  # noqa: F401  (connects its receivers: request ids, task metrics)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-app = Celery("weightgate")
+# Every task retries through a database outage instead of failing (config/outages.py).
+app = Celery("weightgate", task_cls="config.outages:RetryOnOutageTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

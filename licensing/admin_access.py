@@ -57,7 +57,9 @@ class LicenseAdmin(admin.ModelAdmin[License]):
         return self.readonly_fields
 
     def has_delete_permission(self, request: HttpRequest, obj: License | None = None) -> bool:
-        return obj is None or obj.published_at is None
+        # A published license is never deleted, not even by those allowed to delete licenses.
+        published = obj is not None and obj.published_at is not None
+        return not published and super().has_delete_permission(request, obj)
 
     @admin.action(description="Publish (freeze the text and its sha256)")
     def publish(self, request: HttpRequest, queryset: QuerySet[License]) -> None:

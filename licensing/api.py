@@ -316,7 +316,7 @@ class HandleIn(serializers.Serializer[Any]):
     # At most 1,000 ids a call: each is its own signed decision (~7 ms), and a request must end
     # well inside a proxy's timeout. Send bigger reviews in batches.
     ids = serializers.ListField(
-        child=serializers.IntegerField(), allow_empty=False, max_length=1000
+        child=serializers.IntegerField(), allow_empty=False, min_length=1, max_length=1000
     )
     status = serializers.ChoiceField(
         choices=["approved", "rejected", "pending"], help_text="pending cancels an approval"
@@ -434,6 +434,7 @@ class TokenIn(serializers.Serializer[Any]):
         child=serializers.CharField(max_length=200),
         required=False,
         default=list,
+        max_length=1000,
         help_text="org/name ids; empty: every model",
     )
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)

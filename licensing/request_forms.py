@@ -1,13 +1,13 @@
 """Custom access-request forms, like the Hub's gated-repo forms: a gate policy lists its fields,
 and every answer is validated here, on the server, whatever the client did."""
 
-import unicodedata
 from datetime import date
 from typing import Any
 
 import pycountry
 
 from config.errors import DomainError
+from config.text import plain_text_clean
 
 FIELD_TYPES = frozenset({"text", "select", "country", "date", "checkbox"})
 MAX_TEXT = 1000
@@ -16,17 +16,6 @@ COUNTRY_CODES = frozenset(country.alpha_2 for country in pycountry.countries)
 
 class InvalidForm(DomainError):
     code = "invalid_form"
-
-
-def _clean_text(value: str, *, limit: int) -> str:
-    """NFC-normalised, no control characters but newlines and tabs, within `limit`."""
-    # Browsers send textarea line breaks as CRLF.
-    text = unicodedata.normalize("NFC", value.replace("\r\n", "\n").replace("\r", "\n")).strip()
-    if any(unicodedata.category(c) in {"Cc", "Cf"} and c not in "\n\t" for c in text):
-        raise ValueError("contains control or invisible formatting characters")
-    if len(text) > limit:
-        raise ValueError(f"is longer than {limit} characters")
-    return text
 
 
 def form_fields_check(fields: Any) -> list[dict[str, Any]]:
@@ -99,7 +88,7 @@ def _clean_answer(field: dict[str, Any], kind: str, value: Any, required: bool) 
     if not isinstance(value, str):
         raise ValueError("must be a string")
     if kind == "text":
-        return _clean_text(value, limit=int(field.get("max_length", MAX_TEXT)))
+        return plain_text_clean(value, limit=int(field.get("max_length", MAX_TEXT)))
     if kind == "select":
         if value not in field["options"]:
             raise ValueError(f"must be one of {', '.join(field['options'])}")

@@ -51,7 +51,8 @@ class CreatedByServiceAdmin(admin.ModelAdmin[Any]):
     refusal from the service shows as a message, and the rows shown inline are the service's."""
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is None
+        # Narrows the user's own permission, never widens it: staff without it see nothing here.
+        return obj is None and super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -136,7 +137,8 @@ class VersionAdmin(admin.ModelAdmin[Version]):
         return ["model", "name", *self.readonly_fields] if obj else self.readonly_fields
 
     def has_change_permission(self, request: HttpRequest, obj: Version | None = None) -> bool:
-        return obj is None or not obj.is_sealed
+        # A sealed version is read-only even to those allowed to change versions.
+        return (obj is None or not obj.is_sealed) and super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Version | None = None) -> bool:
         return False

@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.request import Request
 
-from config.errors import NotFound
+from config.errors import DomainError, NotFound
 from release import selectors
 from release.models import DownloadDaily, File, Model, Phase, Version
 from release.serializers import (
@@ -59,6 +59,11 @@ class ModelListApi(ListAPIView[Model]):
         if org:
             models = models.filter(org=org)
         phase = self.request.query_params.get("phase")
+        if phase and phase not in Phase.values:
+            # A typo must not read as "no model is in that phase".
+            raise DomainError(
+                f"phase must be one of {', '.join(Phase.values)}", code="invalid_phase"
+            )
         if phase:
             visible = selectors.artifacts_visible_to(user=self.request.user).filter(phase=phase)
             models = models.filter(pk__in=visible.values("version__model_id"))

@@ -1,13 +1,20 @@
 """The download API: authorise with `file_download_decision`, throttle, then redirect to the
 object store. Shared by the REST endpoint and the Hub-compatible `resolve` endpoint."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.exceptions import APIException
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import metrics
 from licensing.authentication import request_token
 from licensing.models import DownloadToken, Grant
 from release import selectors
@@ -89,6 +96,10 @@ def _throttled(
     throttle = download_throttle(
         token_key=token.token_hash[:16] if token else None, grant_id=grant_id, record=record
     )
+    if throttle.unavailable:
+        return Found(
+            version, file, Refusal(503, "unavailable", throttle.message, throttle.retry_after)
+        )
     if not throttle.allowed:
         return Found(
             version, file, Refusal(429, "rate_limited", throttle.message, throttle.retry_after)
@@ -107,9 +118,51 @@ def refusal_response(refusal: Refusal) -> JsonResponse:
     return response
 
 
-class FileDownloadApi(APIView):
+class JsonOnly(BaseContentNegotiation):
+    """Download answers are redirects or JSON whatever the client accepts: parsing its Accept
+    header (a tenth of the view's CPU, on the busiest path) could only pick JSON anyway."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser:
+        return next(iter(parsers))
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
+class CountedDownloadView(APIView):
+    """A download endpoint whose refusals are counted by reason, those raised before the view
+    runs included (DRF authenticates first: an expired or revoked token)."""
+
+    surface = ""  # the `surface` label: api or hub
+    content_negotiation_class = JsonOnly
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        codes = exc.get_codes() if isinstance(exc, APIException) else None
+        metrics.download_refused(
+            surface=self.surface,
+            reason=codes if isinstance(codes, str) else "error",
+            status=response.status_code,
+        )
+        return response
+
+    def refused(self, refusal: Refusal) -> None:
+        metrics.download_refused(surface=self.surface, reason=refusal.code, status=refusal.status)
+
+    def issued(self, request: Request, file: File) -> None:
+        # A HEAD only looks, as in the download log: it is no download.
+        if request.method == "GET":
+            metrics.download_issued(surface=self.surface, phase=file.artifact.phase)
+
+
+class FileDownloadApi(CountedDownloadView):
     """Download one file: 302 to a presigned URL on the object store (Range requests work
     there), or with `Prefer: no-redirect` a JSON body with the URL, size and sha256."""
+
+    surface = "api"
 
     @extend_schema(
         parameters=[
@@ -128,9 +181,11 @@ class FileDownloadApi(APIView):
     def get(self, request: Request, org: str, name: str, revision: str, path: str) -> HttpResponse:
         found = file_lookup(request, org, name, revision, path)
         if found.refusal is not None:
+            self.refused(found.refusal)
             return refusal_response(found.refusal)
         assert found.file is not None
         url = download_url(found.file)
+        self.issued(request, found.file)
         if "no-redirect" in request.headers.get("Prefer", ""):
             return JsonResponse({"url": url, "size": found.file.size, "sha256": found.file.sha256})
         response = HttpResponseRedirect(url)

@@ -40,7 +40,7 @@ class IngestFileOut(serializers.ModelSerializer[IngestFile]):
 
 class IngestOut(serializers.ModelSerializer[IngestJob]):
     model = serializers.CharField(source="model.repo_id")
-    version_commit = serializers.CharField(source="version.commit", default=None)
+    version_commit = serializers.CharField(source="version.commit", default=None, allow_null=True)
     files = IngestFileOut(many=True)
 
     class Meta:
@@ -61,9 +61,9 @@ class IngestOut(serializers.ModelSerializer[IngestJob]):
 
 class IngestIn(serializers.Serializer[Any]):
     version = serializers.CharField(max_length=96)
+    # May be empty for the serializer: the service refuses that, with its own code.
     artifacts = serializers.DictField(
         child=serializers.CharField(max_length=2048),
-        allow_empty=False,
         help_text="{artifact name: s3://staging-bucket/prefix/}",
     )
 
@@ -153,7 +153,9 @@ class UnlockOut(serializers.ModelSerializer[Unlock]):
 class UnlockIn(serializers.Serializer[Any]):
     model = serializers.CharField(help_text="org/name")
     version = serializers.CharField()
-    artifacts = serializers.ListField(child=serializers.CharField(), allow_empty=False)
+    artifacts = serializers.ListField(
+        child=serializers.CharField(), allow_empty=False, min_length=1, max_length=1000
+    )
     target_phase = serializers.ChoiceField(choices=[Phase.GATED.value, Phase.OPEN.value])
     not_before = serializers.DateTimeField(help_text="ISO 8601 with a time zone")
 

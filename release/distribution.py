@@ -8,6 +8,7 @@ no weaker than handing each its own (a presigned URL is a bearer credential eith
 """
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -24,7 +25,12 @@ from licensing import read_cache
 from release.models import Blob, DownloadEvent, File, blob_key
 from release.storage import s3_client
 
+logger = logging.getLogger(__name__)
+
 BUFFER_KEY = "downloads:buffer"
+# While Redis cannot be reached no rate limit, quota or download log can be kept: downloads are
+# refused with 503 and this Retry-After rather than served uncounted.
+UNAVAILABLE_RETRY_AFTER = 10  # seconds
 _URL_CACHE_MAX = 20_000
 _url_cache: dict[tuple[str, str, str], tuple[str, float]] = {}
 _url_lock = threading.Lock()
@@ -93,6 +99,7 @@ class Throttle:
     allowed: bool
     retry_after: int = 0  # seconds
     message: str = ""
+    unavailable: bool = False  # Redis could not be reached: nothing was counted
 
 
 # Counts each counter in turn (KEYS[i], window ARGV[2i] seconds, limit ARGV[2i+1]) and stops at
@@ -141,7 +148,17 @@ def download_throttle(
         args.append(record)
     if not keys:
         return Throttle(True)
-    over, ttl = _throttle_script()(keys=keys, args=args)
+    try:
+        over, ttl = _throttle_script()(keys=keys, args=args)
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        logger.warning("download refused: Redis is unreachable (%s)", type(error).__name__)
+        return Throttle(
+            False,
+            UNAVAILABLE_RETRY_AFTER,
+            "downloads are paused for a moment (their rate limits cannot be counted); "
+            "try again shortly",
+            unavailable=True,
+        )
     if not over:
         return Throttle(True)
     retry_after = max(int(ttl), 1)

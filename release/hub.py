@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from licensing.authentication import request_token
 from release import selectors
-from release.api_download import file_lookup
+from release.api_download import CountedDownloadView, Refusal, file_lookup
 from release.distribution import download_url
 from release.models import File, Model, Version
 
@@ -135,7 +135,11 @@ class HubTreeApi(APIView):
             return _hub_error(
                 404, "EntryNotFound", f"{prefix!r} not found in {org}/{name}", commit=version.commit
             )
-        start = int(request.query_params.get("cursor", "0") or 0)
+        raw_cursor = request.query_params.get("cursor") or "0"
+        if not (raw_cursor.isascii() and raw_cursor.isdigit() and len(raw_cursor) <= 12):
+            # Only our own Link headers carry a cursor; anything else is not one of them.
+            return _hub_error(400, "BadRequest", f"cursor {raw_cursor!r} is not a tree position")
+        start = int(raw_cursor)
         page = entries[start : start + TREE_PAGE]
         response = JsonResponse(page, safe=False)
         if start + TREE_PAGE < len(entries):
@@ -177,21 +181,30 @@ def _tree_entries(files: QuerySet[File], prefix: str, recursive: bool) -> list[d
     return sorted(dirs + entries, key=lambda entry: entry["path"])
 
 
-class HubResolveApi(APIView):
+# The Hub's error codes for what `_lookup` refuses, as the download API names them.
+_LOOKUP_REFUSALS = {"RepoNotFound": "model_not_found", "RevisionNotFound": "version_not_found"}
+
+
+class HubResolveApi(CountedDownloadView):
     """`HEAD`/`GET /{org}/{name}/resolve/{rev}/{path}`: a 302 to the file, with the Hub's
     metadata headers on the 302 itself."""
+
+    surface = "hub"
 
     @extend_schema(exclude=True)
     def get(self, request: Request, org: str, name: str, revision: str, path: str) -> HttpResponse:
         if revision == "main":  # clients' default: the newest version the caller may see
             looked_up = _lookup(request, org, name, revision)
             if isinstance(looked_up, JsonResponse):
+                reason = _LOOKUP_REFUSALS.get(looked_up["X-Error-Code"], "not_found")
+                self.refused(Refusal(looked_up.status_code, reason, ""))
                 return looked_up
             revision = str(looked_up[1].commit)
         found = file_lookup(request, org, name, revision, path)
         commit = found.version.commit if found.version else None
         if found.refusal is not None:
             refusal = found.refusal
+            self.refused(refusal)
             if refusal.code == "model_not_found":
                 return _hub_error(404, "RepoNotFound", f"Repository {org}/{name} not found")
             if refusal.code == "version_not_found":
@@ -202,7 +215,9 @@ class HubResolveApi(APIView):
                 return _hub_error(404, "EntryNotFound", f"{path} not found in {org}/{name}", commit)
             if refusal.code == "gated":
                 return _hub_error(refusal.status, "GatedRepo", refusal.message, commit)
-            code = {403: "Forbidden", 429: "TooManyRequests"}.get(refusal.status, "Unauthorized")
+            code = {403: "Forbidden", 429: "TooManyRequests", 503: "ServiceUnavailable"}.get(
+                refusal.status, "Unauthorized"
+            )
             error = _hub_error(refusal.status, code, refusal.message, commit)
             if refusal.retry_after:
                 error["Retry-After"] = str(refusal.retry_after)
@@ -210,6 +225,7 @@ class HubResolveApi(APIView):
         assert found.file is not None  # no refusal: a file
         response = HttpResponse(status=302)
         response["Location"] = download_url(found.file)
+        self.issued(request, found.file)
         response["X-Repo-Commit"] = str(commit)
         response["ETag"] = f'"{found.file.sha256}"'
         response["X-Linked-Etag"] = f'"{found.file.sha256}"'

@@ -9,8 +9,10 @@ from django.db.models import Q
 
 # Hub-style repository names: letters, digits, '-', '_', '.', not starting with punctuation.
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+# \Z, not $: `$` also matches before a trailing newline, so "acme\n" would pass and could sit
+# beside "acme" looking the same.
 name_validator = RegexValidator(
-    rf"^{NAME_PATTERN}$",
+    rf"^{NAME_PATTERN}\Z",
     "Use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 96).",
 )
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -133,6 +135,22 @@ class File(models.Model):
         return self.path
 
 
+class FileParts(models.Model):
+    """The SHA-256 of each `part_size` slice of a large file, computed at ingest from the stream
+    that gave it its sha256: publishing lets the object store copy the parts and compares the
+    digests it reports with these (release.publishing). Apart from File, whose rows every
+    download reads."""
+
+    file = models.OneToOneField(
+        File, on_delete=models.CASCADE, primary_key=True, related_name="parts"
+    )
+    part_size = models.PositiveBigIntegerField()
+    sha256 = models.JSONField()  # base64 digests, part 1 first
+
+    def __str__(self) -> str:
+        return f"{self.file} in {len(self.sha256)} parts"
+
+
 HEARTBEAT_NAME = "celery"
 
 
@@ -203,6 +221,8 @@ class IngestFile(models.Model):
     # Safetensors: {tensor: bytes}; an index file: its parsed JSON. Kept so that the final check
     # never reads a file a second time.
     details = models.JSONField(null=True, blank=True)
+    # Large files: {"part_size": n, "sha256": [...]}, kept for sealing (release.models.FileParts).
+    parts = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
 

@@ -11,6 +11,7 @@ from django.conf import settings
 
 from config.errors import DomainError
 from release.manifests import file_path_validate
+from release.publishing import PartDigests, PartHasher
 from release.safetensors_check import (
     INDEX_NAME,
     InvalidWeights,
@@ -37,6 +38,7 @@ class ObjectDigest:
     size: int
     sha256: str
     details: Any  # {tensor: bytes} for safetensors, the parsed document for an index, else None
+    parts: PartDigests | None = None  # for files published in several parts (release.publishing)
 
 
 def staging_prefix_parse(uri: str) -> str:
@@ -101,10 +103,12 @@ def _chunks(key: str) -> Iterator[bytes]:
 
 
 def staged_object_digest(obj: StagedObject) -> ObjectDigest:
-    """Stream the object once: sha256 and size of every byte, plus the safetensors header (the
-    first bytes of the same stream) or the parsed index. Raises InvalidWeights for bad content;
-    storage errors propagate so the task can retry."""
+    """Stream the object once: sha256 and size of every byte, the digest of each part it will be
+    published in, plus the safetensors header (the first bytes of the same stream) or the parsed
+    index. Raises InvalidWeights for bad content; storage errors propagate so the task can
+    retry."""
     hasher = hashlib.sha256()
+    part_hasher = PartHasher(obj.size)
     size = 0
     is_shard = obj.path.endswith(".safetensors")
     is_index = obj.path.rsplit("/", 1)[-1] == INDEX_NAME
@@ -113,6 +117,7 @@ def staged_object_digest(obj: StagedObject) -> ObjectDigest:
     header_size = 0
     for chunk in _chunks(obj.key):
         hasher.update(chunk)
+        part_hasher.update(chunk)
         size += len(chunk)
         offset = 0
         while len(head) < head_needed and offset < len(chunk):
@@ -137,4 +142,6 @@ def staged_object_digest(obj: StagedObject) -> ObjectDigest:
         if size > MAX_INDEX_BYTES:
             raise InvalidWeights(f"index larger than {MAX_INDEX_BYTES} bytes")
         details = index_parse(bytes(head))
-    return ObjectDigest(size=size, sha256=hasher.hexdigest(), details=details)
+    return ObjectDigest(
+        size=size, sha256=hasher.hexdigest(), details=details, parts=part_hasher.result()
+    )

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -40,10 +40,17 @@ def route_tasks_to_test_queue() -> None:
 
 @contextmanager
 def celery_worker(
-    *, concurrency: int = 1, env_extra: dict[str, str] | None = None
+    *,
+    concurrency: int = 1,
+    env_extra: dict[str, str] | None = None,
+    args_extra: Sequence[str] = (),
+    queue: str = TEST_QUEUE,
+    hostname: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A worker process on the test database, consuming TEST_QUEUE. With concurrency 1 it runs
-    tasks in its own process (solo pool), so killing it kills the work mid-flight."""
+    """A worker process on the test database, consuming TEST_QUEUE (or `queue`: a worker kept
+    idle until told to `add_consumer`). With concurrency 1 it runs tasks in its own process
+    (solo pool), so killing it kills the work mid-flight. `args_extra` are more `celery worker`
+    options (`--beat`, say)."""
     env = {
         **os.environ,
         "DATABASE_URL": test_database_url(),
@@ -62,7 +69,7 @@ def celery_worker(
             "config",
             "worker",
             "--queues",
-            TEST_QUEUE,
+            queue,
             "--concurrency",
             str(concurrency),
             "--pool",
@@ -73,7 +80,8 @@ def celery_worker(
             "--without-mingle",
             "--without-heartbeat",
             "--hostname",
-            f"{TEST_QUEUE}-{uuid.uuid4().hex[:4]}@%h",
+            hostname or f"{TEST_QUEUE}-{uuid.uuid4().hex[:4]}@%h",
+            *args_extra,
         ],
         cwd=ROOT,
         env=env,
@@ -92,10 +100,12 @@ def celery_worker(
         log.close()
 
 
-def wait_for(condition, *, timeout: float = 180.0, what: str = "condition") -> None:
+def wait_for(
+    condition, *, timeout: float = 180.0, what: str = "condition", interval: float = 0.1
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.1)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

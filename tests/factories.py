@@ -1,13 +1,14 @@
 """Builders for test data that go through the services, so tests see what production sees."""
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 from django.contrib.auth.models import User
 
 from licensing.keys import signing_key_ensure
 from release import services
-from release.models import Artifact, Model, Phase, Version
+from release.models import Artifact, Model, Phase, Unlock, Version
 
 
 def make_user(username: str, **flags: bool) -> User:
@@ -57,3 +58,26 @@ def make_release(
         elif target != Phase.PROPRIETARY:
             services.artifact_set_phase(actor=None, artifact=artifact, phase=target)
     return release
+
+
+def unlock_approved(
+    version: Version,
+    people: Sequence[User],
+    *,
+    artifacts: Sequence[str] = ("base",),
+    target: str = Phase.GATED,
+    not_before: datetime | None = None,
+) -> Unlock:
+    """An unlock scheduled by `people[0]` and approved by each of the others (the last approval
+    queues the work for the workers), due now unless `not_before` says otherwise."""
+    scheduler, *approvers = people
+    unlock = services.unlock_schedule(
+        actor=scheduler,
+        version=version,
+        artifacts=list(artifacts),
+        target_phase=target,
+        not_before=not_before or datetime.now(UTC),
+    )
+    for person in approvers:
+        services.unlock_approve(unlock=unlock, approver=person)
+    return unlock

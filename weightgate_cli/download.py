@@ -7,12 +7,15 @@ How a file travels:
    `Range` (files above the threshold are split; smaller ones are one range), each written at its
    offset. `<file>.part.json` records how far every range got, so a run that stops for any reason
    (Ctrl-C, a crash, a lost network) resumes with only the missing bytes.
-3. The `.part` is hashed; a digest other than the listing's discards it (nothing kept).
+3. The sha256 is computed as the bytes are written (`InOrderDigest`: no second read, except for
+   bytes that arrived ahead of the hashed point and the bytes of an earlier run); a digest other
+   than the listing's discards the `.part` (nothing kept).
 4. When every selected file is in, the version's signature is checked against the digests, and
    only then are the `.part` files renamed to their names and the manifest written
    (`DIR/.weightgate/manifest.json`, which `weightgate verify` reads later).
 """
 
+import hashlib
 import json
 import os
 import re
@@ -22,6 +25,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -58,7 +62,8 @@ from weightgate_cli.verify import (
 MiB = 1024 * 1024
 DEFAULT_CHUNK_SIZE = 32 * MiB
 DEFAULT_THRESHOLD = 64 * MiB
-READ_SIZE = 1 * MiB
+READ_SIZE = 1 * MiB  # reading back from the disk
+PROGRESS_STEP = 1 * MiB  # bytes a range gathers before telling the progress bars
 STATE_SAVE_INTERVAL = 1.0  # seconds between `.part.json` updates while bytes flow
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
 
@@ -123,8 +128,9 @@ class PartFile:
         if self._load():
             return self.done_bytes()
         size = self.remote.size
-        step = size if size <= threshold else chunk_size
-        self.ranges = [[start, min(start + step, size), 0] for start in range(0, size, step)]
+        count = 1 if size <= threshold else -(-size // chunk_size)
+        cuts = [size * i // count for i in range(count + 1)]  # equal ranges, no runt at the end
+        self.ranges = [[start, end, 0] for start, end in pairwise(cuts) if end > start]
         with open(self.part, "wb") as handle:
             handle.truncate(size)  # sized up front (sparse): ranges are written in place
         self.complete = False
@@ -134,6 +140,14 @@ class PartFile:
     def done_bytes(self) -> int:
         with self.lock:
             return sum(done for _, _, done in self.ranges)
+
+    def contiguous(self) -> int:
+        """Where the bytes on record from the start of the file stop."""
+        with self.lock:
+            for start, end, done in self.ranges:
+                if start + done < end:
+                    return start + done
+            return self.remote.size
 
     def missing(self) -> list[int]:
         with self.lock:
@@ -182,6 +196,49 @@ class PartFile:
         self.state_path.unlink(missing_ok=True)
 
 
+class InOrderDigest:
+    """The sha256 of a `.part` whose ranges are written concurrently. A sha256 cannot be pieced
+    together from the digests of parts, so bytes are hashed in file order: a chunk written right
+    at the hashed point is hashed on the spot, from memory; bytes that land ahead of it (a later
+    range's, or an earlier run's) are read back from the disk when the point reaches them
+    (`catch_up`). Only bytes on record (`PartFile.advance`) are hashed, and those are never
+    written again, so the digest is of exactly the bytes the file ends up holding."""
+
+    def __init__(self, part: PartFile) -> None:
+        self.part = part
+        self.position = 0  # bytes hashed so far
+        self._sha256 = hashlib.sha256()
+        self._lock = threading.Lock()
+
+    def written(self, offset: int, data: bytes) -> None:
+        """`data` has just been written at `offset` and put on record."""
+        if offset != self.position:  # an unlocked peek: a chunk skipped here is caught up later
+            return
+        with self._lock:
+            if offset == self.position:
+                self._sha256.update(data)  # releases the GIL: ranges hash on every core
+                self.position += len(data)
+
+    def catch_up(self) -> None:
+        """Read back and hash the bytes on record that went past unhashed. Until the hashed point
+        meets the bytes on record: a chunk recorded meanwhile is either read here or, recorded
+        after the last look, arrives in `written` right at the hashed point."""
+        if self.position >= self.part.contiguous():
+            return
+        with self._lock, open(self.part.part, "rb", buffering=0) as handle:
+            handle.seek(self.position)
+            buffer = memoryview(bytearray(READ_SIZE))
+            while (end := self.part.contiguous()) > self.position:
+                count = handle.readinto(buffer[: min(READ_SIZE, end - self.position)])
+                if not count:
+                    raise CliError(f"{self.part.part}: shorter than the bytes on record")
+                self._sha256.update(buffer[:count])
+                self.position += count
+
+    def hexdigest(self) -> str:
+        return self._sha256.hexdigest()
+
+
 def _write_all(handle: Any, data: bytes) -> None:
     """Unbuffered writes may be short: loop until the kernel has every byte."""
     view = memoryview(data)
@@ -194,6 +251,7 @@ def _write_all(handle: Any, data: bytes) -> None:
 class FileJob:
     remote: RemoteFile
     part: PartFile
+    digest: InOrderDigest
     url: str = ""
     url_generation: int = 0
     url_refreshed: bool = False
@@ -231,8 +289,11 @@ class Downloader:
         self.abort = threading.Event()
         workers = options.workers
         self.storage = httpx.Client(
-            headers={"User-Agent": USER_AGENT},  # never the API token: URLs carry their own
+            # Never the API token: URLs carry their own. The stored bytes as they are (the
+            # digest is of those), so no compression on the way.
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             timeout=httpx.Timeout(self.tuning.timeout),
+            verify=api.ssl_context,  # building another costs as much as a small download
             limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
             follow_redirects=True,
         )
@@ -262,6 +323,8 @@ class Downloader:
         self.progress = None
 
     def _advance(self, task: TaskID | None, count: int) -> None:
+        if not count:
+            return
         with self._count_lock:
             self.bytes_fetched += count
         if self.progress is not None:
@@ -319,7 +382,6 @@ class Downloader:
                 return
             with job.url_lock:
                 url, generation = job.url, job.url_generation
-            progressed = False
             try:
                 with self.storage.stream(
                     "GET", url, headers={"Range": f"bytes={position}-{end - 1}"}
@@ -347,22 +409,13 @@ class Downloader:
                                 f"{remote.path}: the object store sent the wrong range "
                                 f"({content_range!r} for {position}-{end - 1})"
                             )
-                    with open(job.part.part, "r+b", buffering=0) as handle:
-                        handle.seek(position)
-                        for chunk in response.iter_bytes(READ_SIZE):
-                            if self.abort.is_set() or job.failed.is_set():
-                                raise Aborted
-                            if position + len(chunk) > end:
-                                raise CliError(f"{remote.path}: the object store sent too much")
-                            _write_all(handle, chunk)
-                            position += len(chunk)
-                            progressed = True
-                            job.part.advance(index, len(chunk))
-                            self._advance(task, len(chunk))
-                if position < end:
+                    reached = self._receive(job, index, response, position, end, task)
+                if reached < end:
                     raise httpx.RemoteProtocolError("the connection closed before the range ended")
+                job.digest.catch_up()  # a later range may be in: hash it while this thread is free
                 return
             except httpx.TransportError as error:
+                progressed = job.part.position(index)[0] > position
                 attempt = 0 if progressed else attempt + 1
                 if attempt > self.tuning.retries:
                     raise CliError(
@@ -372,6 +425,39 @@ class Downloader:
                 delay = self.tuning.delay(attempt)
                 self._note(f"{remote.path}: {error}; resuming in {delay:.1f}s")
                 time.sleep(delay)
+
+    def _receive(
+        self,
+        job: FileJob,
+        index: int,
+        response: httpx.Response,
+        position: int,
+        end: int,
+        task: TaskID | None,
+    ) -> int:
+        """Write a range's body at `position` and hash it on the way; where it stopped."""
+        unreported = 0  # the progress bars hear of bytes a MiB at a time, not per socket read
+        try:
+            with open(job.part.part, "r+b", buffering=0) as handle:
+                handle.seek(position)
+                # The chunks as they come off the socket: gathering them into bigger ones costs
+                # a copy of every byte.
+                for chunk in response.iter_raw():
+                    if self.abort.is_set() or job.failed.is_set():
+                        raise Aborted
+                    if position + len(chunk) > end:
+                        raise CliError(f"{job.remote.path}: the object store sent too much")
+                    _write_all(handle, chunk)
+                    job.part.advance(index, len(chunk))  # on record before it is hashed
+                    job.digest.written(position, chunk)
+                    position += len(chunk)
+                    unreported += len(chunk)
+                    if unreported >= PROGRESS_STEP:
+                        self._advance(task, unreported)
+                        unreported = 0
+        finally:
+            self._advance(task, unreported)
+        return position
 
     # --- one file ---------------------------------------------------------------------------
 
@@ -391,13 +477,14 @@ class Downloader:
         if already:
             here = f"{decimal(already)} of {decimal(remote.size)}"
             self._note(f"{remote.path}: resuming, {here} already here")
-        job = FileJob(remote, part)
+        job = FileJob(remote, part, InOrderDigest(part))
         task = None
         if self.progress is not None:
             task = self.progress.add_task(remote.path, total=remote.size, completed=already)
             if self.overall is not None:
                 self.progress.advance(self.overall, already)
         try:
+            job.digest.catch_up()  # an earlier run's bytes, read back once
             missing = part.missing()
             if missing:
                 self._url(job)
@@ -408,9 +495,8 @@ class Downloader:
                     wait(futures)
                     _raise_first(futures)
             part.save(force=True)
-            if self.progress is not None and task is not None:
-                self.progress.update(task, description=f"sha256 {remote.path}")
-            digest = sha256_file(part.part)
+            job.digest.catch_up()  # whatever went past unhashed (usually nothing)
+            digest = job.digest.hexdigest()
             if digest != remote.sha256:
                 part.discard()
                 raise VerificationError(

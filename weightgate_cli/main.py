@@ -34,7 +34,6 @@ from weightgate_cli.errors import (
     CliError,
     UsageError,
 )
-from weightgate_cli.grant import grant_verify
 from weightgate_cli.verify import verify_folder
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
@@ -206,6 +205,9 @@ def command_verify(args: argparse.Namespace, console: Console) -> int:
 
 
 def command_grant_verify(args: argparse.Namespace, console: Console) -> int:
+    # Imported here: PyJWT and its X.509 imports would add ~25 ms to every other command's start.
+    from weightgate_cli.grant import grant_verify
+
     return grant_verify(
         args.grant,
         console=Console(quiet=args.quiet, soft_wrap=True),

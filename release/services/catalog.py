@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.errors import DomainError, NotAllowed
+from config.text import plain_text_clean
 from licensing.keys import signing_key_active
 from licensing.models import SigningKey
 from licensing.services import audit_record
@@ -75,6 +76,10 @@ def model_create(*, actor: Actor, org: str, name: str, title: str = "", card: st
         raise DomainError(f"{org!r} is reserved for the service's own paths", code="invalid_name")
     _validate_name(name, "model name")
     try:
+        title = plain_text_clean(title, limit=200, multiline=False)
+    except ValueError as problem:
+        raise DomainError(f"the title {problem}", code="invalid_title") from None
+    try:
         with transaction.atomic():
             model = Model.objects.create(org=org, name=name, title=title, card=card)
             audit_record(
@@ -113,7 +118,11 @@ def version_create(*, actor: Actor, model: Model, name: str) -> Version:
 
 
 def _lock_unsealed(version_id: int) -> Version:
-    version = Version.objects.select_for_update().select_related("model").get(pk=version_id)
+    # Only this row: the model row stays free for other transactions' foreign key checks at
+    # commit (tests/release/test_lock_scope.py).
+    version = (
+        Version.objects.select_for_update(of=("self",)).select_related("model").get(pk=version_id)
+    )
     if version.is_sealed:
         raise NotAllowed(f"version {version} is sealed and cannot change", code="version_sealed")
     return version
@@ -229,8 +238,11 @@ def artifact_set_phase(
     if phase == Phase.WITHDRAWN and not reason:
         raise DomainError("a withdrawal needs a reason", code="reason_required")
     with transaction.atomic():
+        # The artifact row alone: locking its model too would deadlock with access requests,
+        # whose foreign key checks take the model row at commit while they hold the audit lock
+        # (tests/release/test_lock_scope.py).
         locked = (
-            Artifact.objects.select_for_update()
+            Artifact.objects.select_for_update(of=("self",))
             .select_related("version__model")
             .get(pk=artifact.pk)
         )

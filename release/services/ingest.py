@@ -1,6 +1,7 @@
 """Ingest: a staging prefix per artifact becomes a sealed, signed version, or a report of every
 bad file and nothing else. Heavy reading happens in `release.staging`, outside transactions."""
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from django.utils import timezone
 
 from config.errors import DomainError, NotAllowed
 from licensing.services import audit_record
-from release.models import IngestFile, IngestJob, Model, Version
+from release.models import FileParts, IngestFile, IngestJob, Model, Version
 from release.safetensors_check import INDEX_NAME, InvalidWeights, index_check
 from release.services.catalog import (
     Actor,
@@ -119,6 +120,7 @@ def ingest_file_hash(*, file_id: int) -> None:
         size=digest.size,
         sha256=digest.sha256,
         details=digest.details,
+        parts=dataclasses.asdict(digest.parts) if digest.parts else None,
     )
 
 
@@ -145,7 +147,11 @@ def ingest_finalize(*, job_id: int) -> IngestJob:
     the version, record its files, seal and sign it, all in one transaction; or fail the job
     with a report naming every bad file. Runs once: the job row is claimed under a lock."""
     with transaction.atomic():
-        job = IngestJob.objects.select_for_update().select_related("model").get(pk=job_id)
+        # The job row alone: the model row stays free for other transactions' foreign key
+        # checks at commit (tests/release/test_lock_scope.py).
+        job = (
+            IngestJob.objects.select_for_update(of=("self",)).select_related("model").get(pk=job_id)
+        )
         files = list(job.files.order_by("path"))
         if job.state != IngestJob.State.HASHING or any(
             f.state in (IngestFile.State.PENDING, IngestFile.State.RUNNING) for f in files
@@ -189,13 +195,15 @@ def _ingest_seal(job: IngestJob, files: list[IngestFile]) -> Version:
     }
     for f in files:
         assert f.size is not None  # done files always have one
-        file_add(
+        file = file_add(
             artifact=artifacts[f.artifact],
             path=f.path,
             size=f.size,
             sha256=f.sha256,
             storage_key=f.staging_key,
         )
+        if f.parts:
+            FileParts.objects.create(file=file, **f.parts)
     return version_seal(actor=actor, version=version)
 
 

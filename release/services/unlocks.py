@@ -14,7 +14,9 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
+from config import metrics
 from config.errors import DomainError, NotAllowed
 from licensing import notifications
 from licensing.access import grants_suspend_for_model
@@ -23,6 +25,7 @@ from release.models import (
     Artifact,
     Blob,
     File,
+    FileParts,
     Phase,
     ReleasePolicy,
     Unlock,
@@ -30,7 +33,7 @@ from release.models import (
     UnlockFile,
     Version,
 )
-from release.publishing import DigestMismatch, blob_copy, blob_delete, blob_push
+from release.publishing import DigestMismatch, PartDigests, blob_copy, blob_delete, blob_push
 from release.selectors import unlock_progress
 from release.services.catalog import PHASE_TRANSITIONS, artifact_set_phase
 
@@ -57,13 +60,22 @@ def _staff(user: User, what: str) -> None:
 
 
 def _lock(unlock: Unlock) -> Unlock:
-    return Unlock.objects.select_for_update().select_related("version__model").get(pk=unlock.pk)
+    # Only this row: the model row stays free for other transactions' foreign key checks at
+    # commit (tests/release/test_lock_scope.py).
+    return (
+        Unlock.objects.select_for_update(of=("self",))
+        .select_related("version__model")
+        .get(pk=unlock.pk)
+    )
 
 
 def _queue_advance(unlock_id: int) -> None:
     from release.tasks import unlock_advance
 
-    transaction.on_commit(lambda: unlock_advance.delay(unlock_id))
+    # Queued work only hurries things along: the tick re-drives every unlock from the database
+    # (states and leases), so a broker that is down must not turn a committed change into an
+    # error (`robust` logs it instead). The same holds for every queueing below.
+    transaction.on_commit(lambda: unlock_advance.delay(unlock_id), robust=True)
 
 
 def unlock_schedule(
@@ -336,7 +348,7 @@ def _start_staging(unlock: Unlock) -> None:
         pending = list(
             unlock.files.exclude(state=UnlockFile.State.VERIFIED).values_list("pk", flat=True)
         )
-        transaction.on_commit(lambda: _queue_pushes(pending))
+        transaction.on_commit(lambda: _queue_pushes(pending), robust=True)
 
 
 def _queue_public_copies(digests: list[str]) -> None:
@@ -360,12 +372,20 @@ def _requeue_stalled_pushes(unlock: Unlock, now: datetime) -> None:
         state__in=[UnlockFile.State.PENDING, UnlockFile.State.PUSHING], lease_until__lt=now
     )
     stalled = list(stalled_rows.values_list("pk", flat=True))
-    if stalled:
-        UnlockFile.objects.filter(pk__in=stalled, state=UnlockFile.State.PENDING).update(
-            lease_until=now + _push_lease()
-        )
-        logger.warning("unlock %s: re-queueing %d stalled pushes", unlock.pk, len(stalled))
+    if not stalled:
+        return
+    logger.warning("unlock %s: re-queueing %d stalled pushes", unlock.pk, len(stalled))
+    try:
         _queue_pushes(stalled)
+    except BrokerUnavailable:
+        # Their leases stay run out, so the next tick tries again; meanwhile this tick goes on
+        # (a ready unlock still flips). After an outage that lost the queue, this is how every
+        # push comes back.
+        logger.warning("unlock %s: the broker is unreachable; the next tick re-queues", unlock.pk)
+        return
+    UnlockFile.objects.filter(pk__in=stalled, state=UnlockFile.State.PENDING).update(
+        lease_until=now + _push_lease()
+    )
 
 
 def _alert_delayed(unlock: Unlock, now: datetime) -> None:
@@ -416,16 +436,19 @@ def unlock_push_file(*, unlock_file_id: int) -> None:
             bytes_done=done, lease_until=timezone.now() + _push_lease()
         )
 
+    written = False  # or already in place, verified: by another unlock, or an earlier run
     try:
         if not verified:
-            blob_push(
+            written = not blob_push(
                 source_key=row.file.storage_key,
                 sha256=row.file.sha256,
                 size=row.file.size,
                 bucket=bucket,
+                parts=_part_digests(row.file),
                 progress=progress,
-            )
+            ).skipped
     except DigestMismatch as error:
+        metrics.publish_observe(operation="push", result="mismatch", size=row.file.size)
         _push_failed(row, str(error))
         return
     except Exception as error:
@@ -436,6 +459,9 @@ def unlock_push_file(*, unlock_file_id: int) -> None:
             lease_until=timezone.now() + _push_lease(),
         )
         raise
+    metrics.publish_observe(
+        operation="push", result="written" if written else "present", size=row.file.size
+    )
     with transaction.atomic():
         Blob.objects.get_or_create(
             bucket=bucket,
@@ -451,6 +477,11 @@ def unlock_push_file(*, unlock_file_id: int) -> None:
             .exists()
         ):
             _queue_advance(row.unlock_id)
+
+
+def _part_digests(file: File) -> PartDigests | None:
+    parts = FileParts.objects.filter(file=file).first()
+    return PartDigests(parts.part_size, parts.sha256) if parts else None
 
 
 def _push_failed(row: UnlockFile, reason: str) -> None:
@@ -514,7 +545,7 @@ def unlock_flip(*, unlock_id: int, now: datetime | None = None) -> Unlock:
             digests = sorted(
                 set(File.objects.filter(artifact__in=artifacts).values_list("sha256", flat=True))
             )
-            transaction.on_commit(lambda: _queue_public_copies(digests))
+            transaction.on_commit(lambda: _queue_public_copies(digests), robust=True)
         unlock.state, unlock.flipped_at = Unlock.State.DONE, timezone.now()
         unlock.save(update_fields=["state", "flipped_at"])
         audit_record(
@@ -567,6 +598,9 @@ def open_blobs_publish(*, sha256: str) -> None:
         source_bucket=settings.S3_BUCKET_GATED,
         target_bucket=settings.S3_BUCKET_PUBLIC,
     )
+    # Counted as written even in the rare case that an earlier run copied it and died before
+    # recording it (blob_copy then only verified it).
+    metrics.publish_observe(operation="copy", result="written", size=source.size)
     Blob.objects.get_or_create(
         bucket=settings.S3_BUCKET_PUBLIC,
         sha256=sha256,

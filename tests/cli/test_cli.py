@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import signal
 import stat
 import subprocess
@@ -29,7 +30,7 @@ from tests.staging import ingest_now, overwrite
 from weightgate_cli import download as download_module
 from weightgate_cli.catalog import RemoteFile, files_select
 from weightgate_cli.config import config_load
-from weightgate_cli.download import size_parse
+from weightgate_cli.download import InOrderDigest, PartFile, size_parse
 from weightgate_cli.errors import CliError
 from weightgate_cli.main import main
 
@@ -326,6 +327,23 @@ def test_a_file_changed_in_storage_after_sealing_is_refused(release, tmp_path, m
     assert not (folder / ".weightgate").exists()
 
 
+def test_an_empty_file_downloads_and_verifies(tmp_path, live_server, monkeypatch):
+    version, _ = ingest_now(
+        org="acme", name="empty", artifacts={"base": {"config.json": b"{}", "empty.txt": b""}}
+    )
+    artifact = version.artifacts.get()
+    admin = make_user("root", is_staff=True, is_superuser=True)
+    services.artifact_set_phase(actor=admin, artifact=artifact, phase=Phase.OPEN)
+    monkeypatch.setenv("WEIGHTGATE_ENDPOINT", live_server.url)
+    folder = tmp_path / "empty"
+
+    code = main(["download", "acme/empty", "--dir", str(folder)])
+
+    assert code == 0
+    assert tree(folder) == {"config.json": b"{}", "empty.txt": b""}
+    assert main(["verify", str(folder)]) == 0
+
+
 def test_a_gated_model_without_a_token_fails_with_the_servers_message(
     release, tmp_path, capsys, settings
 ):
@@ -518,6 +536,44 @@ def test_globs_sizes_and_unsafe_listings():
     ):
         with pytest.raises(CliError, match="refused"):
             RemoteFile.parse({"path": unsafe, "size": 1, "sha256": "0" * 64})
+
+
+@pytest.mark.django_db(transaction=False)
+@pytest.mark.parametrize("seed", range(5))
+def test_the_digest_of_ranges_written_in_any_order_is_the_files(tmp_path, seed):
+    """Chunks of four ranges land in a random interleaving, as concurrent ranges do; a chunk at
+    the hashed point is hashed as written, the others are read back. The first 100,000 bytes are
+    an earlier run's, on disk already."""
+    rng = random.Random(seed)
+    body = rng.randbytes(MiB + 12_345)
+    remote = RemoteFile("w.bin", len(body), digest(body), "a")
+    part = PartFile(tmp_path / "w.bin", remote)
+    part.open(chunk_size=len(body) // 4 + 1, threshold=1)
+    part.part.write_bytes(body[:100_000] + bytes(len(body) - 100_000))
+    part.advance(0, 100_000)
+    hashed = InOrderDigest(part)
+    hashed.catch_up()
+    cursors = {index: part.position(index)[0] for index in part.missing()}
+
+    with open(part.part, "r+b") as handle:
+        while cursors:
+            index = rng.choice(sorted(cursors))
+            start, end = cursors[index], part.position(index)[1]
+            chunk = body[start : min(end, start + rng.randrange(1, 100_000))]
+            handle.seek(start)
+            handle.write(chunk)
+            handle.flush()
+            part.advance(index, len(chunk))
+            hashed.written(start, chunk)
+            cursors[index] = start + len(chunk)
+            if cursors[index] == end:
+                del cursors[index]
+                hashed.catch_up()
+    hashed.catch_up()
+
+    assert part.part.read_bytes() == body
+    assert hashed.position == len(body)
+    assert hashed.hexdigest() == digest(body)
 
 
 @pytest.mark.django_db(transaction=False)

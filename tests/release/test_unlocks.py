@@ -2,6 +2,8 @@
 not_before only when every file is verified in place. Real SeaweedFS and PostgreSQL; the tasks'
 work is called directly (a real worker runs it in test_pipeline_worker.py)."""
 
+import base64
+import hashlib
 import itertools
 import os
 import random
@@ -15,7 +17,16 @@ from django.contrib.auth.models import Group
 from config.errors import DomainError, NotAllowed
 from licensing.models import AuditEvent
 from release import services
-from release.models import Artifact, Blob, Phase, ReleasePolicy, Unlock, UnlockFile, blob_key
+from release.models import (
+    Artifact,
+    Blob,
+    FileParts,
+    Phase,
+    ReleasePolicy,
+    Unlock,
+    UnlockFile,
+    blob_key,
+)
 from release.publishing import blob_present
 from release.sample_weights import sample_model_files, sample_tokenizer_files
 from release.selectors import unlock_progress, unlocks_needing_attention
@@ -367,12 +378,9 @@ def test_cancelled_unlock_does_not_flip(release_v1, staff, approvers):
 
 
 @pytest.fixture
-def small_parts(monkeypatch):
+def small_parts(settings):
     """Multipart with 5 MiB parts (the S3 minimum), so a 12 MiB file has three."""
-    from release import publishing
-
-    monkeypatch.setattr(publishing, "PART_BYTES", 5 * 1024 * 1024)
-    monkeypatch.setattr(publishing, "SINGLE_PUT_MAX", 5 * 1024 * 1024)
+    settings.S3_PART_SIZE_MIB = 5
 
 
 def staged_blob(body: bytes):
@@ -422,6 +430,103 @@ def test_multipart_push_with_wrong_digest_leaves_nothing(small_parts):
     assert not blob_present(bucket=settings.S3_BUCKET_GATED, sha256=claimed, size=len(body))
     uploads = s3_client().list_multipart_uploads(
         Bucket=settings.S3_BUCKET_GATED, Prefix=blob_key(claimed)
+    )
+    assert not uploads.get("Uploads")
+
+
+MIB = 1024 * 1024
+
+
+def digests_by_part(body: bytes, part: int) -> list[str]:
+    """What S3 reports for each part: base64 SHA-256, worked out here independently."""
+    return [
+        base64.b64encode(hashlib.sha256(body[start : start + part]).digest()).decode()
+        for start in range(0, len(body), part)
+    ]
+
+
+def test_ingest_records_the_digest_of_every_part_of_a_large_file(db, small_parts):
+    big = os.urandom(12 * MIB + 7)
+    version, _ = ingest_now(name="parts", artifacts={"base": {"big.bin": big, "small.bin": b"x"}})
+
+    files = {f.path: f for f in version.files.all()}
+    parts = FileParts.objects.get(file=files["big.bin"])
+    assert parts.part_size == 5 * MIB
+    assert parts.sha256 == digests_by_part(big, 5 * MIB)
+    assert not FileParts.objects.filter(file=files["small.bin"]).exists()  # one PUT: no parts
+
+
+def test_large_blob_is_copied_inside_the_store_part_by_part(small_parts):
+    from release.publishing import PartDigests, blob_push
+
+    body = os.urandom(12 * MIB + 5)
+    key, sha256 = staged_blob(body)
+    seen: list[int] = []
+
+    result = blob_push(
+        source_key=key,
+        sha256=sha256,
+        size=len(body),
+        bucket=settings.S3_BUCKET_GATED,
+        parts=PartDigests(5 * MIB, digests_by_part(body, 5 * MIB)),
+        progress=seen.append,
+    )
+
+    assert not result.skipped
+    stored = s3_client().get_object(Bucket=settings.S3_BUCKET_GATED, Key=blob_key(sha256))
+    assert stored["Body"].read() == body
+    assert seen == [5 * MIB, 10 * MIB, len(body)]
+    assert blob_present(bucket=settings.S3_BUCKET_GATED, sha256=sha256, size=len(body))
+
+
+def test_a_copied_part_unlike_its_ingest_digest_stops_the_push(small_parts):
+    # The whole-file sha256 is right: only the part check can refuse this, so the copy ran.
+    from release.publishing import DigestMismatch, PartDigests, blob_push
+
+    body = os.urandom(12 * MIB)
+    key, sha256 = staged_blob(body)
+    digests = digests_by_part(body, 5 * MIB)
+    digests[1] = digests_by_part(b"other bytes", 5 * MIB)[0]
+
+    with pytest.raises(DigestMismatch, match=f"bytes {5 * MIB}-{10 * MIB - 1} "):
+        blob_push(
+            source_key=key,
+            sha256=sha256,
+            size=len(body),
+            bucket=settings.S3_BUCKET_GATED,
+            parts=PartDigests(5 * MIB, digests),
+        )
+
+    assert not blob_present(bucket=settings.S3_BUCKET_GATED, sha256=sha256, size=len(body))
+    uploads = s3_client().list_multipart_uploads(
+        Bucket=settings.S3_BUCKET_GATED, Prefix=blob_key(sha256)
+    )
+    assert not uploads.get("Uploads")
+
+
+def test_a_large_file_changed_in_staging_after_sealing_publishes_nothing(
+    db, small_parts, staff, approvers
+):
+    big = os.urandom(12 * MIB)
+    version, sources = ingest_now(name="changed", artifacts={"base": {"big.bin": big}})
+    changed = bytearray(big)
+    changed[7 * MIB] ^= 0xFF  # one byte of the middle part
+    overwrite(sources["base"], "big.bin", bytes(changed))
+    unlock = approved(version, staff, approvers, at=datetime.now(UTC))
+
+    unlock_advance(unlock_id=unlock.pk)
+    push_all(unlock)
+    unlock_advance(unlock_id=unlock.pk)
+
+    unlock.refresh_from_db()
+    file = version.files.get()
+    assert unlock.state == Unlock.State.FAILED
+    assert "big.bin" in unlock.reason
+    assert "sha256" in unlock.reason
+    assert phase_of(version, "base") == Phase.PROPRIETARY
+    assert not blob_present(bucket=settings.S3_BUCKET_GATED, sha256=file.sha256, size=file.size)
+    uploads = s3_client().list_multipart_uploads(
+        Bucket=settings.S3_BUCKET_GATED, Prefix=blob_key(file.sha256)
     )
     assert not uploads.get("Uploads")
 
