@@ -409,6 +409,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(REVOCATION_LIST_REFRESH_SECONDS),
         "options": {"expires": float(REVOCATION_LIST_REFRESH_SECONDS)},
     },
+    "ingests-resume": {
+        "task": "release.tasks.ingests_resume",
+        "schedule": 300.0,
+        "options": {"expires": 300.0},
+    },
     "unlocks-tick": {
         "task": "release.tasks.unlocks_tick",
         "schedule": float(UNLOCK_TICK_SECONDS),

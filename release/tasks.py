@@ -48,6 +48,12 @@ def ingest_finalize(job_id: int) -> None:
 
 
 @shared_task(soft_time_limit=50, time_limit=60)
+def ingests_resume() -> None:
+    """Beat's sweep for ingests whose hashing messages were lost."""
+    services.ingests_resume()
+
+
+@shared_task(soft_time_limit=50, time_limit=60)
 def unlocks_tick() -> None:
     """Beat's periodic nudge: pre-stage unlocks coming due, re-queue stalled pushes, flip the
     ready ones whose time has come, alert on late ones."""

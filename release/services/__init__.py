@@ -14,6 +14,7 @@ from release.services.ingest import (
     ingest_file_hash,
     ingest_finalize,
     ingest_start,
+    ingests_resume,
 )
 from release.services.unlocks import (
     artifact_withdraw,
@@ -34,6 +35,7 @@ __all__ = [
     "file_add",
     "heartbeat_record",
     "ingest_file_hash",
+    "ingests_resume",
     "ingest_finalize",
     "ingest_start",
     "model_create",

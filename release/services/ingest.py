@@ -2,6 +2,7 @@
 bad file and nothing else. Heavy reading happens in `release.staging`, outside transactions."""
 
 import dataclasses
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +25,12 @@ from release.services.catalog import (
 )
 from release.staging import StagedObject, staged_object_digest, staging_list
 
+logger = logging.getLogger(__name__)
+
 INGEST_LEASE = timedelta(hours=1)  # a claim older than this belonged to a worker that died
+# A hashing ingest with no file claimed for this long has lost its messages (a broker restarted
+# empty, say): ingests_resume queues them again.
+INGEST_STALL = timedelta(minutes=10)
 
 
 def ingest_start(
@@ -86,6 +92,33 @@ def _queue_hashing(file_ids: list[int]) -> None:
 
     for file_id in file_ids:
         ingest_hash_file.delay(file_id)
+
+
+def ingests_resume() -> int:
+    """Queue again the work of hashing ingests that stalled: files still pending or claimed by a
+    worker that died, or the finalisation when no file is left. Repeats are harmless: each file
+    is claimed with a conditional UPDATE and finalising runs once. Returns the jobs resumed."""
+    from release.tasks import ingest_finalize
+
+    now = timezone.now()
+    quiet_since = now - INGEST_STALL
+    stalled = IngestJob.objects.filter(state=IngestJob.State.HASHING, created_at__lt=quiet_since)
+    resumed = 0
+    for job in stalled.exclude(files__claimed_at__gte=quiet_since):
+        unfinished = job.files.filter(
+            Q(state=IngestFile.State.PENDING)
+            | Q(state=IngestFile.State.RUNNING, claimed_at__lt=now - INGEST_LEASE)
+        )
+        file_ids = list(unfinished.values_list("pk", flat=True))
+        if file_ids:
+            _queue_hashing(file_ids)
+        elif not job.files.filter(state=IngestFile.State.RUNNING).exists():
+            ingest_finalize.delay(job.pk)
+        else:
+            continue  # a file is still being hashed by a live worker
+        logger.warning("ingest #%s stalled; queued %s file(s) again", job.pk, len(file_ids))
+        resumed += 1
+    return resumed
 
 
 def ingest_file_hash(*, file_id: int) -> None:
