@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 MANAGE := $(BIN)/python manage.py
 PYTEST_ARGS ?=
 
-.PHONY: install services services-stop services-status migrate demo test lint typecheck pytest lock bench clean chromium
+.PHONY: install services services-stop services-status migrate demo test lint typecheck pytest lock bench load clean chromium
 
 # Older Hugging Face clients, each in a folder of its own, for the compatibility tests: users run
 # the 0.x and 1.x lines as well as the 2.x the virtualenv has.
@@ -85,6 +85,14 @@ lock:
 
 bench: migrate
 	$(BIN)/python bench/catalog_api.py
+
+# Launch day under load (bench/launch.py, about 2 minutes; not part of `make test`): token
+# holders downloading, new users requesting access and an unlock flipping mid-load, on a
+# throwaway database with its own gunicorn and Celery worker. Fails if anyone got the unlocking
+# artifact before the flip committed, or on any error. `make load LOAD_ARGS=--quick`: 15 s.
+LOAD_ARGS ?=
+load: migrate
+	$(BIN)/python bench/launch.py $(LOAD_ARGS)
 
 clean: services-stop
 	rm -rf $(VENV) .local

@@ -14,7 +14,8 @@ child process whose DATABASE_URL and REDIS_URL name those:
 - starts a real Celery worker with beat (the unlock tick every second) on a queue of its own and
   gunicorn as configured in infra/gunicorn.conf.py, both on loopback;
 - schedules an unlock of v2 to gated due --flip-at seconds into the load, approved by two staff
-  who did not schedule it (the worker pre-stages it right away), and loads the server from a
+  who did not schedule it --prestage-seconds before the load (the worker pushes and verifies its
+  files ahead, as on a real launch; beat's tick flips it when due), and loads the server from a
   separate asyncio process for --duration seconds: --connections token holders, three in four
   sending Hub `HEAD /{org}/{name}/resolve/{commit}/{path}` and one in four REST
   `GET .../files/{path}` with `Prefer: no-redirect`, every other request for a file of the

@@ -119,9 +119,10 @@ SECURE_REFERRER_POLICY = "same-origin"
 if env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
-    # A Prometheus scraper talks plain HTTP to the process itself, past the proxy: a redirect to
-    # https:// on the same address would fail every scrape.
-    SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
+    # A Prometheus scraper and a load balancer's or kubelet's probes talk plain HTTP to the
+    # process itself, past the proxy: a redirect to https:// would fail every scrape, and a probe
+    # counts a redirect as healthy without asking the database.
+    SECURE_REDIRECT_EXEMPT = [r"^metrics$", r"^healthz$", r"^readyz$"]
     SECURE_HSTS_SECONDS = 31536000
 
 INSTALLED_APPS = [
