@@ -68,10 +68,12 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    # Django calls this while the exception is being handled. A database outage is not a crash:
-    # 503 with Retry-After, so clients and load balancers wait and try again.
+    # Django calls this while the exception is being handled. An outage (database, Redis) is not
+    # a crash: 503 with Retry-After, so clients and load balancers wait and try again.
     if outages.database_unavailable(sys.exc_info()[1]):
         return outages.unavailable_response(api=is_api_request(request))
+    if outages.redis_unavailable(sys.exc_info()[1]):
+        return outages.unavailable_response(api=is_api_request(request), service="cache")
     if is_api_request(request):
         return error_response(500, "server_error", "Internal error; it has been logged.")
     return defaults.server_error(request)

@@ -9,12 +9,16 @@ discards the broken connection after the request, and checks a kept one before i
 
 Only errors that mean "no connection" count. A lock timeout, a cancelled statement, a deadlock
 or a bad query is an OperationalError too, and is still reported as what it is.
+
+Redis out of reach in a web request (the cache behind sign-in throttles and the revocation list)
+is answered the same way; downloads check it themselves (`release.distribution`).
 """
 
 import random
 from typing import Any
 
 import psycopg
+import redis
 from celery import Task
 from django.conf import settings
 from django.db import Error as DjangoDatabaseError
@@ -27,12 +31,12 @@ from django.http import HttpResponse, JsonResponse
 _CONNECTION_CLASS = "08"
 _SHUTDOWN_STATES = frozenset({"57P01", "57P02", "57P03"})
 
-MESSAGE = "The database is unavailable for a moment; please try again shortly."
+MESSAGE = "The {service} is unavailable for a moment; please try again shortly."
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Unavailable · Weightgate</title></head>
 <body><h1>Unavailable for a moment</h1>
-<p>Weightgate cannot reach its database right now. Please try again in a few seconds.</p>
+<p>Weightgate cannot reach its {service} right now. Please try again in a few seconds.</p>
 </body></html>
 """
 
@@ -53,15 +57,23 @@ def database_unavailable(error: BaseException | None) -> bool:
     return error.sqlstate.startswith(_CONNECTION_CLASS) or error.sqlstate in _SHUTDOWN_STATES
 
 
-def unavailable_response(*, api: bool) -> HttpResponse:
+def redis_unavailable(error: BaseException | None) -> bool:
+    """Whether `error` means Redis (the cache: sign-in throttles, the revocation list) cannot be
+    reached or dropped the connection: no more the request's fault than a database outage."""
+    return isinstance(error, redis.ConnectionError | redis.TimeoutError)
+
+
+def unavailable_response(*, api: bool, service: str = "database") -> HttpResponse:
     """503 with Retry-After: the API's JSON error body for API clients, a short page for people.
     The page renders no template: the portal's layout reads the session and the user, which live
     in the database."""
     response: HttpResponse
     if api:
-        response = JsonResponse({"error": {"code": "unavailable", "message": MESSAGE}}, status=503)
+        message = MESSAGE.format(service=service)
+        response = JsonResponse({"error": {"code": "unavailable", "message": message}}, status=503)
     else:
-        response = HttpResponse(_PAGE, status=503, content_type="text/html; charset=utf-8")
+        page = _PAGE.format(service=service)
+        response = HttpResponse(page, status=503, content_type="text/html; charset=utf-8")
     response["Retry-After"] = str(settings.DATABASE_RETRY_AFTER_SECONDS)
     return response
 

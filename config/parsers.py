@@ -16,9 +16,7 @@ class StrictJSONParser(JSONParser):
     - nesting deeper than Python's recursion limit, which escapes DRF as a RecursionError.
     """
 
-    def parse(
-        self, stream: Any, media_type: str | None = None, parser_context: Any = None
-    ) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         try:
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:

@@ -43,7 +43,5 @@ class RequestLimitsMiddleware:
             )
         query = request.META.get("QUERY_STRING", "")
         if "\x00" in request.path or "\x00" in query or "%00" in query:
-            return _refuse(
-                request, 400, "nul_character", "The URL contains a NUL character (%00)."
-            )
+            return _refuse(request, 400, "nul_character", "The URL contains a NUL character (%00).")
         return self.get_response(request)

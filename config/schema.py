@@ -54,9 +54,7 @@ class AutoSchema(SpectacularAutoSchema):
             codes.append("400")  # pagination is checked too (config.pagination)
         if self.view.get_authenticators():
             codes.append("401")  # a bad token is refused wherever tokens are read
-            public = all(
-                isinstance(p, permissions.AllowAny) for p in self.view.get_permissions()
-            )
+            public = all(isinstance(p, permissions.AllowAny) for p in self.view.get_permissions())
             if not public or self.method in _UNSAFE:
                 codes.append("403")
         if has_body or any(p["in"] == "path" for p in parameters):

@@ -26,3 +26,14 @@ def plain_text_clean(value: str, *, limit: int, multiline: bool = True) -> str:
     if len(text) > limit:
         raise ValueError(f"is longer than {limit} characters")
     return text
+
+
+def hidden_characters(text: str, *, allowed: str = "\n\t") -> list[str]:
+    """Where `text` holds characters that `plain_text_clean` refuses, as "U+202E (line 3)",
+    for text that must be kept byte for byte (a license) and so is checked, not cleaned."""
+    found = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        for char in line:
+            if unicodedata.category(char) in _REFUSED and char not in allowed:
+                found.append(f"U+{ord(char):04X} (line {number})")
+    return found

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.errors import DomainError, NotAllowed
+from config.text import hidden_characters
 from licensing import notifications
 from licensing.grants import grant_token
 from licensing.keys import signing_key_active
@@ -46,6 +47,17 @@ def license_publish(*, actor: User, license: License) -> License:
             raise NotAllowed(f"{locked} is already published", code="license_published")
         if not locked.text.strip():
             raise DomainError("a license needs its text", code="license_empty")
+        # People accept what they see: a bidi override or zero-width character would make the
+        # text on screen differ from the text whose sha256 they accept.
+        hidden = hidden_characters(locked.text, allowed="\n\t\r") + hidden_characters(
+            locked.title + locked.version, allowed=""
+        )
+        if hidden:
+            raise DomainError(
+                "the license holds control or invisible formatting characters: "
+                + ", ".join(hidden[:10]),
+                code="license_hidden_characters",
+            )
         locked.text_sha256 = hashlib.sha256(locked.text.encode()).hexdigest()
         locked.published_at = timezone.now()
         locked.save(update_fields=["text_sha256", "published_at"])
@@ -144,7 +156,8 @@ def access_request_submit(
                     license_sha256=license.text_sha256,
                     answers=cleaned,
                     ip=ip,
-                    user_agent=user_agent[:512],
+                    # A header is whatever the client sent: keep what can be shown and stored.
+                    user_agent="".join(c for c in user_agent if c.isprintable())[:512],
                 )
         except IntegrityError as error:  # a concurrent submit by the same person
             raise NotAllowed(

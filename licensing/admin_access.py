@@ -9,6 +9,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import F, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.http.response import HttpResponseBase
@@ -47,6 +48,8 @@ def _reviewer(request: HttpRequest) -> User:
 @admin.register(License)
 class LicenseAdmin(admin.ModelAdmin[License]):
     list_display = ["title", "slug", "version", "published_at", "commercial_use", "mau_cap"]
+    # An acceptable-use link typed without a scheme is an https one (Django 6's default).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     readonly_fields = ["text_sha256", "published_at", "created_at"]
     actions = ["publish"]
 

@@ -313,11 +313,20 @@ def _target(url: str) -> _Target:
     return _Target(scheme=parts.scheme, host=parts.hostname, port=port, path=path)
 
 
+# NAT64 (RFC 6052 well-known and RFC 8215 local-use prefixes): a gateway translates these to the
+# IPv4 address in their last 32 bits, private ones included.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
         embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and any(address in network for network in _NAT64):
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None:
             return _public(embedded)
+        if address.is_site_local:  # fec0::/10: deprecated, still routed inside some networks
+            return False
     return address.is_global and not (
         address.is_private
         or address.is_loopback

@@ -5,35 +5,74 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('release', '0005_downloads'),
+        ("release", "0005_downloads"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='artifact',
-            name='name',
-            field=models.CharField(max_length=96, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\\Z', "Use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 96).")]),
+            model_name="artifact",
+            name="name",
+            field=models.CharField(
+                max_length=96,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\\Z",
+                        "Use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 96).",
+                    )
+                ],
+            ),
         ),
         migrations.AlterField(
-            model_name='ingestjob',
-            name='version_name',
-            field=models.CharField(max_length=96, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\\Z', "Use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 96).")]),
+            model_name="ingestjob",
+            name="version_name",
+            field=models.CharField(
+                max_length=96,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\\Z",
+                        "Use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 96).",
+                    )
+                ],
+            ),
         ),
         migrations.AlterField(
-            model_name='model',
-            name='name',
-            field=models.CharField(max_length=96, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\\Z', "Use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 96).")]),
+            model_name="model",
+            name="name",
+            field=models.CharField(
+                max_length=96,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\\Z",
+                        "Use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 96).",
+                    )
+                ],
+            ),
         ),
         migrations.AlterField(
-            model_name='model',
-            name='org',
-            field=models.CharField(max_length=96, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\\Z', "Use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 96).")]),
+            model_name="model",
+            name="org",
+            field=models.CharField(
+                max_length=96,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\\Z",
+                        "Use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 96).",
+                    )
+                ],
+            ),
         ),
         migrations.AlterField(
-            model_name='version',
-            name='name',
-            field=models.CharField(max_length=96, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\\Z', "Use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 96).")]),
+            model_name="version",
+            name="name",
+            field=models.CharField(
+                max_length=96,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\\Z",
+                        "Use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 96).",
+                    )
+                ],
+            ),
         ),
     ]

@@ -6,6 +6,7 @@ Celery worker."""
 import json
 import os
 import random
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -244,6 +245,19 @@ def test_endpoint_secret_does_not_decrypt_for_another_endpoint(staff):
         "http://[::ffff:127.0.0.1]/hook",
         "http://[fd00::1]/hook",
         "http://[fe80::1]/hook",
+        # Other spellings of 127.0.0.1 that the system resolver accepts (inet_aton).
+        "http://2130706433/hook",  # decimal
+        "http://0x7f.1/hook",  # hex, short form
+        "http://0x7f000001/hook",
+        "http://017700000001/hook",  # octal
+        "http://0177.0.0.1/hook",
+        "http://127.1/hook",
+        "http://0/hook",  # 0.0.0.0
+        "http://[::ffff:7f00:1]/hook",  # IPv4-mapped, hex form
+        "http://[::127.0.0.1]/hook",  # IPv4-compatible (deprecated)
+        "http://[2002:7f00:1::1]/hook",  # 6to4 of 127.0.0.1
+        "http://[64:ff9b::a00:1]/hook",  # NAT64 of 10.0.0.1: a gateway would reach it
+        "http://[fec0::1]/hook",  # site-local (deprecated, still routed in places)
     ],
 )
 def test_private_and_loopback_urls_are_refused_unless_allowed(staff, settings, url):
@@ -275,6 +289,15 @@ def test_private_and_loopback_urls_are_refused_unless_allowed(staff, settings, u
         ("https://hooks..example.com/", "not a valid host name"),
         ("https://hooks.example.com:99999/", "port"),
         ("https://hooks.example.com/" + "a" * 2000, "at most"),
+        ("https://hooks.example.com/a\tb", "control characters"),
+        ("https://hooks.example.com/%0d%0aX-Injected:%201\r\n", "control characters"),
+        ("https://hooks.example.com\r\nHost: evil/", "control characters"),
+        ("https://hooks.example.com\\@evil.example/", "backslashes"),
+        ("https://hooks.example.com@evil.example/", "credentials"),
+        ("https://:@evil.example/", "credentials"),
+        ("https://hooks.example.com%40evil.example/", "not a valid host name|cannot be resolved"),
+        ("https://hooks.exa\u200bmple.com/", "non-ASCII"),
+        ("https://hооks.example.com/", "non-ASCII"),  # Cyrillic о: give the xn-- form
     ],
 )
 def test_malformed_and_injecting_urls_are_refused(staff, settings, url, reason):
@@ -806,3 +829,66 @@ def test_a_worker_retries_with_backoff_and_delivers(receiver, settings):
     ] * 2
     for received in receiver.requests:
         webhook_signature_verify(secret, received.headers["Weightgate-Signature"], received.body)
+
+
+# --- DNS answers that change under us ----------------------------------------------------------
+
+
+@pytest.fixture
+def resolver(monkeypatch):
+    """The system resolver, except for `*.rebind.test`, whose answers the test scripts (and
+    counts): an attacker's DNS server answering differently from one lookup to the next."""
+    real = socket.getaddrinfo
+    answers: list[str] = []
+    calls: list[str] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if not str(host).endswith(".rebind.test"):
+            return real(host, port, *args, **kwargs)
+        calls.append(host)
+        address = answers.pop(0) if len(answers) > 1 else answers[0]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return SimpleNamespace(answers=answers, calls=calls)
+
+
+@pytest.mark.django_db
+def test_a_name_that_rebinds_to_loopback_after_creation_is_refused_at_delivery(
+    staff, outsider, receiver, resolver, after_commit
+):
+    model = gated(staff)
+    resolver.answers[:] = ["93.184.215.14"]  # public when the endpoint is created...
+    url = f"http://hooks.rebind.test:{receiver.port}/hook"
+    endpoint, _ = webhook_endpoint_create(actor=staff, model=model, url=url)
+    resolver.answers[:] = ["127.0.0.1"]  # ...the receiver on this machine when it is used
+
+    with after_commit():
+        submit(outsider, model)
+
+    delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+    assert (delivery.status, delivery.attempts) == (Status.FAILED, 1)
+    assert "hooks.rebind.test resolves to 127.0.0.1, which is not a public address" in (
+        delivery.last_error
+    )
+    assert receiver.requests == []
+
+
+@pytest.mark.django_db
+def test_a_delivery_connects_to_the_address_it_checked_never_resolving_twice(
+    staff, outsider, receiver, resolver, local_webhooks, after_commit
+):
+    model = gated(staff)
+    # Creation and delivery each resolve once; a third lookup (by the HTTP client, between the
+    # check and the connection) would get 127.0.0.2, where nothing listens.
+    resolver.answers[:] = ["127.0.0.1", "127.0.0.1", "127.0.0.2"]
+    url = f"http://hooks.rebind.test:{receiver.port}/hook"
+    endpoint, _ = webhook_endpoint_create(actor=staff, model=model, url=url)
+
+    with after_commit():
+        submit(outsider, model)
+
+    assert WebhookDelivery.objects.get(endpoint=endpoint).status == Status.DELIVERED
+    assert resolver.calls == ["hooks.rebind.test", "hooks.rebind.test"]
+    [received] = receiver.requests
+    assert received.headers["Host"] == f"hooks.rebind.test:{receiver.port}"
