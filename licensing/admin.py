@@ -1,5 +1,7 @@
 from typing import Any
 
+from allauth.account import admin as allauth_admin
+from allauth.account.models import EmailAddress
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
@@ -8,6 +10,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from config.admin_permissions import ActionsNeedChangePermission
 from config.errors import DomainError
 from licensing import admin_console, notifications
 from licensing.models import AuditEvent, SigningKey, WebhookDelivery, WebhookEndpoint
@@ -172,7 +175,7 @@ def _staff_user(request: HttpRequest) -> User:
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin[WebhookEndpoint]):
+class WebhookEndpointAdmin(ActionsNeedChangePermission, admin.ModelAdmin[WebhookEndpoint]):
     """Endpoints change through `licensing.notifications` services (URL checks, audit). The
     secret is shown once, when it is made or rotated, and never again."""
 
@@ -233,7 +236,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin[WebhookEndpoint]):
             messages.WARNING,
         )
 
-    @admin.action(description="Rotate the signing secret (shown once)")
+    @admin.action(description="Rotate the signing secret (shown once)", permissions=["act"])
     def rotate_secret(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         for endpoint in queryset:
             secret = notifications.webhook_endpoint_secret_rotate(
@@ -243,7 +246,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin[WebhookEndpoint]):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
+class WebhookDeliveryAdmin(ActionsNeedChangePermission, admin.ModelAdmin[WebhookDelivery]):
     """The delivery log: read-only; a finished delivery can be sent again."""
 
     list_display = [
@@ -287,7 +290,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
     ) -> bool:
         return False
 
-    @admin.action(description="Deliver again")
+    @admin.action(description="Deliver again", permissions=["act"])
     def redeliver(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         for delivery in queryset:
             try:
@@ -298,3 +301,15 @@ class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
                 self.message_user(request, f"{delivery}: {error.message}", messages.ERROR)
             else:
                 self.message_user(request, f"{delivery}: queued again.")
+
+
+# allauth's address admin offers "mark verified" to anyone who may view addresses; a verified
+# address is what lets a person request access, so it takes the change permission here too.
+admin.site.unregister(EmailAddress)
+
+
+@admin.register(EmailAddress)
+class EmailAddressAdmin(ActionsNeedChangePermission, allauth_admin.EmailAddressAdmin):
+    @admin.action(description="Mark selected email addresses as verified", permissions=["act"])
+    def make_verified(self, request: HttpRequest, queryset: QuerySet[EmailAddress]) -> None:
+        super().make_verified(request, queryset)

@@ -18,6 +18,7 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from config.admin_permissions import ActionsNeedChangePermission
 from config.errors import DomainError
 from licensing import access, admin_console
 from licensing.models import AccessRequest, GatePolicy, Grant, License, PartnerOrganisation
@@ -46,7 +47,7 @@ def _reviewer(request: HttpRequest) -> User:
 
 
 @admin.register(License)
-class LicenseAdmin(admin.ModelAdmin[License]):
+class LicenseAdmin(ActionsNeedChangePermission, admin.ModelAdmin[License]):
     list_display = ["title", "slug", "version", "published_at", "commercial_use", "mau_cap"]
     # An acceptable-use link typed without a scheme is an https one (Django 6's default).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
@@ -64,7 +65,7 @@ class LicenseAdmin(admin.ModelAdmin[License]):
         published = obj is not None and obj.published_at is not None
         return not published and super().has_delete_permission(request, obj)
 
-    @admin.action(description="Publish (freeze the text and its sha256)")
+    @admin.action(description="Publish (freeze the text and its sha256)", permissions=["act"])
     def publish(self, request: HttpRequest, queryset: QuerySet[License]) -> None:
         for license in queryset:
             try:
@@ -116,7 +117,7 @@ def _answers_in_form_order(item: AccessRequest) -> list[tuple[str, str, Any]]:
 
 
 @admin.register(AccessRequest)
-class AccessRequestAdmin(admin.ModelAdmin[AccessRequest]):
+class AccessRequestAdmin(ActionsNeedChangePermission, admin.ModelAdmin[AccessRequest]):
     """The review queue: filter by model and status, read the form answers, decide one (on its
     page) or many (the actions), and export the filtered list as CSV or JSON."""
 
@@ -222,7 +223,7 @@ class AccessRequestAdmin(admin.ModelAdmin[AccessRequest]):
                 ok += 1
         self.message_user(request, f"{ok} request(s) {done}.")
 
-    @admin.action(description="Approve (issue signed grants)")
+    @admin.action(description="Approve (issue signed grants)", permissions=["act"])
     def approve(self, request: HttpRequest, queryset: QuerySet[AccessRequest]) -> None:
         reviewer = _reviewer(request)
         self._each(
@@ -232,7 +233,9 @@ class AccessRequestAdmin(admin.ModelAdmin[AccessRequest]):
             "approved",
         )
 
-    @admin.action(description="Cancel approval (back to pending; grants revoked)")
+    @admin.action(
+        description="Cancel approval (back to pending; grants revoked)", permissions=["act"]
+    )
     def cancel(self, request: HttpRequest, queryset: QuerySet[AccessRequest]) -> None:
         reviewer = _reviewer(request)
         self._each(
@@ -242,7 +245,7 @@ class AccessRequestAdmin(admin.ModelAdmin[AccessRequest]):
             "moved back to pending",
         )
 
-    @admin.action(description="Reject (asks for a reason)")
+    @admin.action(description="Reject (asks for a reason)", permissions=["act"])
     def reject(
         self, request: HttpRequest, queryset: QuerySet[AccessRequest]
     ) -> HttpResponse | None:
@@ -306,7 +309,7 @@ class GrantStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Grant)
-class GrantAdmin(admin.ModelAdmin[Grant]):
+class GrantAdmin(ActionsNeedChangePermission, admin.ModelAdmin[Grant]):
     """Search by user (name or email), model (`org/name`, or either part) or grant id (jti);
     revoke with a reason, one (on its page) or many."""
 
@@ -352,7 +355,7 @@ class GrantAdmin(admin.ModelAdmin[Grant]):
     def has_delete_permission(self, request: HttpRequest, obj: Grant | None = None) -> bool:
         return False
 
-    @admin.action(description="Revoke (asks for a reason)")
+    @admin.action(description="Revoke (asks for a reason)", permissions=["act"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[Grant]) -> HttpResponse | None:
         form = RevokeForm(request.POST if "reason" in request.POST else None)
         if form.is_valid():
@@ -383,7 +386,10 @@ class GrantAdmin(admin.ModelAdmin[Grant]):
             },
         )
 
-    @admin.action(description="Lift the suspension of these grants' models (asks for a reason)")
+    @admin.action(
+        description="Lift the suspension of these grants' models (asks for a reason)",
+        permissions=["act"],
+    )
     def resume(self, request: HttpRequest, queryset: QuerySet[Grant]) -> HttpResponse | None:
         form = ReasonForm(request.POST if "reason" in request.POST else None)
         if form.is_valid():

@@ -14,6 +14,7 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import URLPattern, reverse
 from django.utils.html import format_html
 
+from config.admin_permissions import ActionsNeedChangePermission
 from config.errors import DomainError
 from release import services
 from release.admin_console import ReleaseConsole
@@ -125,7 +126,7 @@ class ModelAdmin(admin.ModelAdmin[Model]):
 
 
 @admin.register(Version)
-class VersionAdmin(admin.ModelAdmin[Version]):
+class VersionAdmin(ActionsNeedChangePermission, admin.ModelAdmin[Version]):
     list_display = ["__str__", "commit", "sealed_at", "created_at"]
     list_filter = ["model"]
     search_fields = ["name", "commit", "model__org", "model__name"]
@@ -148,7 +149,10 @@ class VersionAdmin(admin.ModelAdmin[Version]):
             created = services.version_create(actor=request.user, model=obj.model, name=obj.name)
             obj.pk, obj.created_at = created.pk, created.created_at
 
-    @admin.action(description="Seal the selected versions (freeze manifest and commit id)")
+    @admin.action(
+        description="Seal the selected versions (freeze manifest and commit id)",
+        permissions=["act"],
+    )
     def seal(self, request: HttpRequest, queryset: QuerySet[Version]) -> None:
         for version in queryset:
             try:
@@ -166,7 +170,7 @@ class ReasonForm(forms.Form):
 
 
 @admin.register(Artifact)
-class ArtifactAdmin(admin.ModelAdmin[Artifact]):
+class ArtifactAdmin(ActionsNeedChangePermission, admin.ModelAdmin[Artifact]):
     list_display = ["__str__", "phase", "phase_changed_at"]
     list_filter = ["phase", "version__model"]
     search_fields = ["name", "version__name", "version__model__org", "version__model__name"]
@@ -187,7 +191,7 @@ class ArtifactAdmin(admin.ModelAdmin[Artifact]):
             )
             obj.pk = created.pk
 
-    @admin.action(description="Withdraw (emergency stop; asks for a reason)")
+    @admin.action(description="Withdraw (emergency stop; asks for a reason)", permissions=["act"])
     def withdraw(self, request: HttpRequest, queryset: QuerySet[Artifact]) -> HttpResponse | None:
         assert isinstance(request.user, User)
         form = ReasonForm(request.POST if "reason" in request.POST else None)
@@ -352,7 +356,7 @@ class UnlockFileInline(ReadOnlyInline):
 
 
 @admin.register(Unlock)
-class UnlockAdmin(CreatedByServiceAdmin):
+class UnlockAdmin(ActionsNeedChangePermission, CreatedByServiceAdmin):
     """Schedule with the form; approve, reject and cancel with the actions. Times are stored in
     UTC and shown in TIME_ZONE."""
 
@@ -421,7 +425,7 @@ class UnlockAdmin(CreatedByServiceAdmin):
             else:
                 self.message_user(request, f"{unlock}: {verb}.")
 
-    @admin.action(description="Approve the selected unlocks")
+    @admin.action(description="Approve the selected unlocks", permissions=["act"])
     def approve(self, request: HttpRequest, queryset: QuerySet[Unlock]) -> None:
         assert isinstance(request.user, User)
         user = request.user
@@ -464,7 +468,9 @@ class UnlockAdmin(CreatedByServiceAdmin):
             },
         )
 
-    @admin.action(description="Reject the selected unlocks (asks for a reason)")
+    @admin.action(
+        description="Reject the selected unlocks (asks for a reason)", permissions=["act"]
+    )
     def reject(self, request: HttpRequest, queryset: QuerySet[Unlock]) -> HttpResponse | None:
         assert isinstance(request.user, User)
         user = request.user
@@ -479,7 +485,9 @@ class UnlockAdmin(CreatedByServiceAdmin):
             ),
         )
 
-    @admin.action(description="Cancel the selected unlocks (asks for a reason)")
+    @admin.action(
+        description="Cancel the selected unlocks (asks for a reason)", permissions=["act"]
+    )
     def cancel(self, request: HttpRequest, queryset: QuerySet[Unlock]) -> HttpResponse | None:
         assert isinstance(request.user, User)
         user = request.user
