@@ -17,10 +17,13 @@ upload is never readable). No database access here; `release.services` records t
 """
 
 import base64
+import binascii
 import hashlib
+import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
@@ -28,6 +31,8 @@ from django.conf import settings
 
 from release.models import blob_key
 from release.storage import s3_client
+
+logger = logging.getLogger(__name__)
 
 PARALLEL_PARTS = 4
 MAX_PARTS = 10_000  # S3's limit per multipart upload
@@ -125,11 +130,19 @@ def blob_push(
     if blob_present(bucket=bucket, sha256=sha256, size=size):
         progress(size)
         return PushResult(skipped=True)
-    if parts is not None and size > parts.part_size == part_bytes(size):
+    key = blob_key(sha256)
+    if parts is not None and size > parts.part_size != part_bytes(size):
+        logger.warning(
+            "%s was sealed with %s-byte parts, not %s: streaming it",
+            key,
+            parts.part_size,
+            part_bytes(size),
+        )
+    elif parts is not None and size > parts.part_size:
         try:
             _multipart_copy(
                 source_key=source_key,
-                key=blob_key(sha256),
+                key=key,
                 bucket=bucket,
                 sha256=sha256,
                 size=size,
@@ -137,10 +150,10 @@ def blob_push(
                 progress=progress,
             )
             return PushResult(skipped=False)
-        except PartChecksumUnavailable:
-            pass  # this store cannot vouch for a copy: read and hash every byte here instead
+        except PartChecksumUnavailable as unavailable:
+            # This store cannot vouch for a copy: read and hash every byte here instead.
+            logger.warning("%s; streaming %s instead of copying it in the store", unavailable, key)
     client = s3_client()
-    key = blob_key(sha256)
     body = client.get_object(Bucket=settings.S3_BUCKET_STAGING, Key=source_key)["Body"]
     try:
         if size <= part_bytes(size):
@@ -174,12 +187,28 @@ def _check(actual_sha256: str, actual_size: int, sha256: str, size: int) -> None
 
 def _abort_abandoned_uploads(*, bucket: str, key: str) -> None:
     """Uploads of this key left by a worker that died mid-push: never readable, but they hold
-    storage. The caller owns the push now (it holds the lease), so none of them can be live."""
+    storage. Only those older than a push lease: a younger one may be a live push of the same
+    blob for another unlock (blobs are shared), which a dead worker's leftovers never are."""
     client = s3_client()
     listing = client.list_multipart_uploads(Bucket=bucket, Prefix=key)
+    abandoned_before = datetime.now(UTC) - timedelta(seconds=settings.UNLOCK_PUSH_LEASE_SECONDS)
     for upload in listing.get("Uploads", []):
-        if upload.get("Key") == key and upload.get("UploadId"):
+        initiated = upload.get("Initiated")
+        if (
+            upload.get("Key") == key
+            and upload.get("UploadId")
+            and (initiated is None or initiated < abandoned_before)
+        ):
             client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+
+
+def _abort_quietly(*, bucket: str, key: str, upload_id: str) -> None:
+    """Abort after a failure without hiding it: if the abort fails too (the store is down, or
+    the upload was already aborted), the original error is the one that matters."""
+    try:
+        s3_client().abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except Exception:
+        logger.warning("could not abort upload %s of %s; a later push aborts it", upload_id, key)
 
 
 def _multipart_push(
@@ -238,7 +267,7 @@ def _multipart_push(
             MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
         )
     except BaseException:
-        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        _abort_quietly(bucket=bucket, key=key, upload_id=upload_id)
         raise
 
 
@@ -257,10 +286,12 @@ def _multipart_copy(
     ranges = [
         (start, min(start + parts.part_size, size)) for start in range(0, size, parts.part_size)
     ]
-    if staged["ContentLength"] != size or len(ranges) != len(parts.sha256):
+    if staged["ContentLength"] != size:
         raise DigestMismatch(
             f"staging object is {staged['ContentLength']} bytes, the manifest says {size}"
         )
+    if len(ranges) != len(parts.sha256):
+        raise DigestMismatch(f"{len(parts.sha256)} part digests sealed for {len(ranges)} parts")
     _abort_abandoned_uploads(bucket=bucket, key=key)
     upload_id = client.create_multipart_upload(
         Bucket=bucket, Key=key, Metadata={"sha256": sha256}, ChecksumAlgorithm="SHA256"
@@ -276,27 +307,31 @@ def _multipart_copy(
             CopySourceRange=f"bytes={start}-{end - 1}",
         )["CopyPartResult"]
         actual = answer.get("ChecksumSHA256")
-        if actual is None:
+        try:
+            reported = base64.b64decode(actual or "", validate=True)
+        except binascii.Error:
+            reported = b""
+        if len(reported) != hashlib.sha256().digest_size:
             raise PartChecksumUnavailable(f"no SHA-256 reported for part {number} of {key}")
         if actual != expected:
             raise DigestMismatch(
-                f"bytes {start}-{end - 1} of the staging object have sha256 "
-                f"{base64.b64decode(actual).hex()}, sealed as {base64.b64decode(expected).hex()}"
+                f"bytes {start}-{end - 1} of the staging object have sha256 {reported.hex()}, "
+                f"sealed as {base64.b64decode(expected).hex()}"
             )
         return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": actual}
 
+    pool = ThreadPoolExecutor(PARALLEL_PARTS)
     try:
-        with ThreadPoolExecutor(PARALLEL_PARTS) as pool:
-            futures = [
-                pool.submit(copy, number, start, end, expected)
-                for number, ((start, end), expected) in enumerate(
-                    zip(ranges, parts.sha256, strict=True), 1
-                )
-            ]
-            copied = []
-            for future, (_, end) in zip(futures, ranges, strict=True):
-                copied.append(future.result())
-                progress(end)
+        futures = [
+            pool.submit(copy, number, start, end, expected)
+            for number, ((start, end), expected) in enumerate(
+                zip(ranges, parts.sha256, strict=True), 1
+            )
+        ]
+        copied = []
+        for future, (_, end) in zip(futures, ranges, strict=True):
+            copied.append(future.result())
+            progress(end)  # in this thread: it renews the push's lease in the database
         client.complete_multipart_upload(
             Bucket=bucket,
             Key=key,
@@ -304,8 +339,12 @@ def _multipart_copy(
             MultipartUpload={"Parts": copied},  # type: ignore[typeddict-item]
         )
     except BaseException:
-        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        # The first bad part settles it: parts not started yet are not copied for nothing.
+        pool.shutdown(wait=True, cancel_futures=True)
+        _abort_quietly(bucket=bucket, key=key, upload_id=upload_id)
         raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def blob_copy(*, sha256: str, size: int, source_bucket: str, target_bucket: str) -> None:
