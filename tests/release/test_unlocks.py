@@ -3,11 +3,14 @@ not_before only when every file is verified in place. Real SeaweedFS and Postgre
 work is called directly (a real worker runs it in test_pipeline_worker.py)."""
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import os
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import time_machine
@@ -456,6 +459,22 @@ def test_ingest_records_the_digest_of_every_part_of_a_large_file(db, small_parts
     assert not FileParts.objects.filter(file=files["small.bin"]).exists()  # one PUT: no parts
 
 
+@contextlib.contextmanager
+def staging_reads() -> Iterator[list[str]]:
+    """The keys this process GETs from the object store while the block runs."""
+    keys: list[str] = []
+    events = s3_client().meta.events
+
+    def seen(params: dict[str, Any], **kwargs: Any) -> None:
+        keys.append(params["Key"])
+
+    events.register("provide-client-params.s3.GetObject", seen)
+    try:
+        yield keys
+    finally:
+        events.unregister("provide-client-params.s3.GetObject", seen)
+
+
 def test_large_blob_is_copied_inside_the_store_part_by_part(small_parts):
     from release.publishing import PartDigests, blob_push
 
@@ -463,20 +482,70 @@ def test_large_blob_is_copied_inside_the_store_part_by_part(small_parts):
     key, sha256 = staged_blob(body)
     seen: list[int] = []
 
-    result = blob_push(
-        source_key=key,
-        sha256=sha256,
-        size=len(body),
-        bucket=settings.S3_BUCKET_GATED,
-        parts=PartDigests(5 * MIB, digests_by_part(body, 5 * MIB)),
-        progress=seen.append,
-    )
+    with staging_reads() as reads:
+        result = blob_push(
+            source_key=key,
+            sha256=sha256,
+            size=len(body),
+            bucket=settings.S3_BUCKET_GATED,
+            parts=PartDigests(5 * MIB, digests_by_part(body, 5 * MIB)),
+            progress=seen.append,
+        )
 
+    assert reads == []  # not a byte came through this process
     assert not result.skipped
     stored = s3_client().get_object(Bucket=settings.S3_BUCKET_GATED, Key=blob_key(sha256))
     assert stored["Body"].read() == body
     assert seen == [5 * MIB, 10 * MIB, len(body)]
     assert blob_present(bucket=settings.S3_BUCKET_GATED, sha256=sha256, size=len(body))
+
+
+def test_a_blob_sealed_with_another_part_size_is_streamed_instead(small_parts, settings):
+    from release.publishing import PartDigests, blob_push
+
+    body = os.urandom(12 * MIB)
+    key, sha256 = staged_blob(body)
+    settings.S3_PART_SIZE_MIB = 6  # changed since it was sealed with 5 MiB parts
+
+    with staging_reads() as reads:
+        blob_push(
+            source_key=key,
+            sha256=sha256,
+            size=len(body),
+            bucket=settings.S3_BUCKET_GATED,
+            parts=PartDigests(5 * MIB, digests_by_part(body, 5 * MIB)),
+        )
+
+    assert reads == [key]
+    stored = s3_client().get_object(Bucket=settings.S3_BUCKET_GATED, Key=blob_key(sha256))
+    assert stored["Body"].read() == body
+
+
+def test_a_push_leaves_a_young_upload_of_the_same_blob_alone(small_parts):
+    # Blobs are shared between unlocks: another worker may be pushing the same one right now.
+    from release.publishing import PartDigests, blob_push
+
+    body = os.urandom(11 * MIB)
+    key, sha256 = staged_blob(body)
+    other = s3_client().create_multipart_upload(
+        Bucket=settings.S3_BUCKET_GATED, Key=blob_key(sha256)
+    )["UploadId"]
+    try:
+        blob_push(
+            source_key=key,
+            sha256=sha256,
+            size=len(body),
+            bucket=settings.S3_BUCKET_GATED,
+            parts=PartDigests(5 * MIB, digests_by_part(body, 5 * MIB)),
+        )
+        listing = s3_client().list_multipart_uploads(
+            Bucket=settings.S3_BUCKET_GATED, Prefix=blob_key(sha256)
+        )
+        assert [u["UploadId"] for u in listing.get("Uploads", [])] == [other]
+    finally:
+        s3_client().abort_multipart_upload(
+            Bucket=settings.S3_BUCKET_GATED, Key=blob_key(sha256), UploadId=other
+        )
 
 
 def test_a_copied_part_unlike_its_ingest_digest_stops_the_push(small_parts):
