@@ -367,9 +367,15 @@ class SeaweedFS:
         pid = pid_alive(self.pid_file)
         if pid is not None:
             os.killpg(pid, signal.SIGTERM)
-            if self._process is not None:
-                self._process.wait(timeout=30)
-            wait_until(lambda: pid_alive(self.pid_file) is None, "seaweedfs shutdown", timeout=30)
+            process = self._process
+            # poll() reaps our own child; another process's weed leaves kill(pid, 0) once gone.
+            wait_until(
+                (lambda: process.poll() is not None)
+                if process is not None
+                else (lambda: pid_alive(self.pid_file) is None),
+                "seaweedfs shutdown",
+                timeout=30,
+            )
         self._process = None
         self.pid_file.unlink(missing_ok=True)
 

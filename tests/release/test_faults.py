@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from botocore.exceptions import ClientError
 from django.conf import settings
 from django.db.models import Sum
+from django.test import Client
 from rest_framework.test import APIClient
 
 from config.celery import app
@@ -35,6 +37,7 @@ from release.models import (
     Artifact,
     Blob,
     File,
+    FileParts,
     IngestJob,
     Phase,
     Unlock,
@@ -48,7 +51,6 @@ from tests.celery_worker import TEST_QUEUE, celery_worker, wait_for
 from tests.factories import make_user, unlock_approved
 from tests.licensing.factories import gated_model
 from tests.private_services import (
-    PrivateS3,
     private_redis,
     private_s3,
     redis_pointed_at,
@@ -113,7 +115,7 @@ def blob_versions(files: list[File]) -> dict[str, tuple[str, datetime]]:
     for f in files:
         try:
             head = s3_client().head_object(Bucket=settings.S3_BUCKET_GATED, Key=blob_key(f.sha256))
-        except s3_client().exceptions.ClientError:
+        except ClientError:
             continue
         present[f.sha256] = (head["ETag"], head["LastModified"])
     return present
@@ -233,22 +235,22 @@ class Workers:
         self.current, self.standby = process, None
 
 
-@pytest.fixture(scope="module")
-def kill_store(tmp_path_factory, django_db_setup) -> Iterator[tuple[PrivateS3, Workers, set[str]]]:
-    """A private store for the kill trials (so that everything in its gated bucket is theirs),
-    the worker chain, and the keys the trials published so far."""
+@pytest.fixture(scope="class")
+def kill_chain(tmp_path_factory, django_db_setup) -> Iterator[tuple[Workers, set[str]]]:
+    """The worker chain of the kill trials, on a private store (so that everything in its gated
+    bucket is theirs), and the keys the trials published there so far."""
     with private_s3(tmp_path_factory.mktemp("kill-s3")) as store, s3_pointed_at(store):
         workers = Workers(env={**s3_settings_env(), **WORKER_SETTINGS})
         with workers.stack:
-            yield store, workers, set()
+            yield workers, set()
 
 
 @dataclass(frozen=True)
 class KillPoint:
-    """Where the worker dies: once `at` bytes of the publish were read from staging (progress
-    is recorded per part: the kill falls just after a part was read, its upload in flight), once
-    `at` files were verified (between two pushes, or before the flip), or `at` seconds after the
-    first push was claimed; then `jitter` seconds more."""
+    """Where the worker dies: once the pushes report `at` bytes done (progress moves a part at a
+    time, so the kill falls just after one, others in flight), once `at` files were verified
+    (between two pushes, or before the flip), or `at` seconds after the first push was claimed;
+    then `jitter` seconds more."""
 
     mode: str
     at: float
@@ -266,21 +268,33 @@ class KillPoint:
 
     def __str__(self) -> str:
         where = {
-            "bytes": f"after {int(self.at)} bytes read",
+            "bytes": f"after {int(self.at)} bytes done",
             "files": f"after {int(self.at)} files verified",
             "delay": f"{self.at}s after the first claim",
         }[self.mode]
         return f"kill {where} (+{self.jitter}s)"
 
 
+BIG_FILES = ("big-1.bin", "model-big-2.bin")
+
+
 def trial_files(rng: random.Random) -> dict[str, bytes]:
     """A small real model (single PUTs) and two multipart files of drawn sizes, pushed in path
-    order: big, four small, big, small. Bulk bytes are fresh for every run: blobs are
+    order: big, three small, big, small. Bulk bytes are fresh for every run: blobs are
     content-addressed, and bytes the store already holds would not be pushed at all."""
     files = sample_model_files(shards=2, seed=rng.randrange(1 << 30))
-    files["big-1.bin"] = os.urandom(rng.randrange(PART_MIB * MIB + 1, 12 * MIB))
-    files["model-big-2.bin"] = os.urandom(rng.randrange(2 * PART_MIB * MIB, 18 * MIB))
+    files[BIG_FILES[0]] = os.urandom(rng.randrange(PART_MIB * MIB + 1, 12 * MIB))
+    files[BIG_FILES[1]] = os.urandom(rng.randrange(2 * PART_MIB * MIB, 18 * MIB))
     return files
+
+
+def stream_some(rng: random.Random, version: Version) -> list[str]:
+    """Big files go up by server-side copy, checked against the part digests taken at ingest;
+    a file without them (sealed before they existed) is streamed through the worker. Drop them
+    for a drawn few, so that the trials kill both kinds of push."""
+    streamed = [path for path in BIG_FILES if rng.random() < 0.5]
+    FileParts.objects.filter(file__artifact__version=version, file__path__in=streamed).delete()
+    return streamed
 
 
 def ingest_by_workers(*, name: str, files: dict[str, bytes]) -> Version:
@@ -332,64 +346,73 @@ def unlock_state(unlock: Unlock) -> str:
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda seed: f"seed={seed}")
-def test_a_publish_survives_a_transfer_worker_killed_at_a_random_point(
-    seed, kill_store, people, short_lease
-):
-    """Kill -9 the worker at a drawn point of the byte stream; once its lease runs out the tick
-    hands its work to the successor. Every file ends verified, written once, nothing partial."""
-    store, workers, published = kill_store
-    rng = random.Random(seed)
-    files = trial_files(rng)
-    point = KillPoint.draw(rng, files)
-    context = f"seed={seed}, {point}"
-    victim = workers.victim()
-    version = ingest_by_workers(name=f"kill-{seed}", files=files)
+class TestATransferWorkerKilledAtARandomPoint:
+    """A class so that its trials share one store and worker chain, stopped before the next
+    test (whose own worker must be the only one on the queue)."""
 
-    unlock = unlock_approved(version, people)
-    context += "; " + kill_at(victim, unlock, point, context)
-    assert_never_flipped_early(unlock, context)
-    at_kill = {
-        row.file_id: row for row in UnlockFile.objects.filter(unlock=unlock).select_related("file")
-    }
-    present_at_kill = blob_versions([row.file for row in at_kill.values()])
-    t0 = time.monotonic()
-    workers.take_over()
-    tick_until(
-        lambda: finished(unlock), unlock=unlock, what="the publish to complete", context=context
-    )
+    def test_the_publish_completes_verified_and_written_once(
+        self, seed, kill_chain, people, short_lease
+    ):
+        """Kill -9 the worker at a drawn point of the publish; once its lease runs out the tick
+        hands its work to the successor. Every file ends verified, written once, and nothing
+        partial or stray is left in the store."""
+        workers, published = kill_chain
+        rng = random.Random(seed)
+        files = trial_files(rng)
+        point = KillPoint.draw(rng, files)
+        context = f"seed={seed}, {point}"
+        victim = workers.victim()
+        version = ingest_by_workers(name=f"kill-{seed}", files=files)
+        context += f", streamed {stream_some(rng, version)}"
 
-    published.update(blob_key(f.sha256) for f in File.objects.filter(artifact__version=version))
-    print("\nTRIAL", context, "recovered in", round(time.monotonic() - t0, 2))
-    assert_published_once_and_verified(version, unlock, context=context, expected_keys=published)
-    for row in UnlockFile.objects.filter(unlock=unlock):
-        before = at_kill[row.file_id]
-        if before.state == UnlockFile.State.VERIFIED:
-            assert row.attempts == 1, f"{context}: {row.file.path} pushed again after verifying"
-        else:
-            assert row.attempts <= 2, f"{context}: {row.file.path} claimed {row.attempts} times"
-    # A blob already in place when the worker died (verified, or completed but not yet recorded)
-    # is never uploaded again: same ETag, same time.
-    after = blob_versions(list(File.objects.filter(artifact__version=version)))
-    for sha256, seen in present_at_kill.items():
-        assert after[sha256] == seen, f"{context}: blob {sha256} was written again"
+        unlock = unlock_approved(version, people)
+        context += "; " + kill_at(victim, unlock, point, context)
+        assert_never_flipped_early(unlock, context)
+        at_kill = {row.file_id: row for row in UnlockFile.objects.filter(unlock=unlock)}
+        context += f", uploads left open {len(unfinished_uploads(settings.S3_BUCKET_GATED))}"
+        present_at_kill = blob_versions(list(File.objects.filter(artifact__version=version)))
+        workers.take_over()
+        tick_until(
+            lambda: finished(unlock), unlock=unlock, what="the publish to complete", context=context
+        )
+
+        files_now = list(File.objects.filter(artifact__version=version))
+        published.update(blob_key(f.sha256) for f in files_now)
+        assert_published_once_and_verified(
+            version, unlock, context=context, expected_keys=published
+        )
+        for row in UnlockFile.objects.filter(unlock=unlock).select_related("file"):
+            if at_kill[row.file_id].state == UnlockFile.State.VERIFIED:
+                assert row.attempts == 1, f"{context}: {row.file.path} pushed after verifying"
+            else:
+                assert row.attempts <= 2, f"{context}: {row.file.path} claimed {row.attempts}x"
+        # A blob already in place when the worker died (verified, or completed but not yet
+        # recorded) is never uploaded again: same ETag, same time.
+        after = blob_versions(files_now)
+        for sha256, seen in present_at_kill.items():
+            assert after[sha256] == seen, f"{context}: blob {sha256} was written again"
 
 
 # --- 2. the object store crashing mid-publish ----------------------------------------------------
 
 
+@pytest.mark.parametrize("push", ["copy", "stream"])
 def test_a_store_outage_mid_publish_delays_the_unlock_until_the_store_is_back(
-    people, short_lease, tmp_path
+    push, people, short_lease, tmp_path
 ):
-    """Crash the store (SIGKILL) while a multipart push is under way and keep it down past the
-    unlock's due time: the unlock waits (delayed, never failed, no phase flipped); restarted on
-    the same data, the store gets every file, verified, and the unlock flips."""
-    due_in = timedelta(seconds=3)
+    """Crash the store (SIGKILL) while a multipart push (a server-side copy, or a stream through
+    the worker) is under way, and keep it down past the unlock's due time: the unlock waits
+    (delayed, never failed, no phase flipped); restarted on the same data, the store gets every
+    file, verified, and the unlock flips."""
+    due_in = timedelta(seconds=5)
     with private_s3(tmp_path / "s3") as store, s3_pointed_at(store):
         files = sample_model_files(shards=2, seed=random.randrange(1 << 30))
         files["weights.bin"] = os.urandom(8 * PART_MIB * MIB + 12345)  # nine parts
         with celery_worker(env_extra={**s3_settings_env(), **WORKER_SETTINGS}):
             version = ingest_by_workers(name="store-outage", files=files)
             big = version.files.get(path="weights.bin")
+            if push == "stream":  # as for a file sealed without part digests
+                FileParts.objects.filter(file=big).delete()
             unlock = unlock_approved(version, people, not_before=datetime.now(UTC) + due_in)
             wait_for(
                 lambda: UnlockFile.objects.filter(
@@ -448,7 +471,9 @@ def download(client: APIClient, path: str, token: str) -> tuple[int, str, str]:
     return response.status_code, response.get("Retry-After", ""), response.content.decode()[:300]
 
 
-def test_redis_down_around_a_tick_delays_nothing_for_good(people, short_lease, tmp_path, settings):
+def test_a_redis_outage_around_a_tick_holds_the_unlock_and_downloads_answer_503(
+    people, short_lease, tmp_path
+):
     """Redis (broker and cache) stops while an unlock becomes due and a tick runs: the approval
     and the tick still record their work in PostgreSQL, nothing flips, downloads answer a clear
     503. Once Redis is back (empty: its queue is lost), beat's next ticks fire the due unlock."""
@@ -492,6 +517,12 @@ def test_redis_down_around_a_tick_delays_nothing_for_good(people, short_lease, t
             services.unlock_approve(unlock=unlock, approver=second)
             services.unlocks_tick()
             refused = [download(web, path, token) for path in downloads]
+            # Other users of Redis (the cache) in the web process: the revocation list, and the
+            # sign-in throttles of the portal.
+            revocations = web.get("/.well-known/weightgate-revocations.jwt")
+            sign_in = Client(raise_request_exception=False).post(
+                "/accounts/login/", {"login": "holder@example.com", "password": "not this one"}
+            )
             time.sleep(LEASE_SECONDS + 1)  # longer than any lease: nothing moves regardless
 
             assert_never_flipped_early(unlock, "redis down")
@@ -500,11 +531,20 @@ def test_redis_down_around_a_tick_delays_nothing_for_good(people, short_lease, t
             assert audit_count("unlock.delayed", unlock) == 1
             for status, retry_after, body in refused:
                 assert (status, retry_after) == (503, "10"), body
+            assert revocations.status_code == 503, revocations.content
+            assert revocations.json()["error"]["code"] == "unavailable"
+            assert sign_in.status_code == 503, sign_in.content[:300]
+            assert sign_in.has_header("Retry-After")
             assert worker.poll() is None, "the worker died with Redis"
 
             redis_server.start()
+
+            def flipped_in_time() -> bool:
+                assert_never_flipped_early(unlock, "redis back")
+                return finished(unlock)
+
             wait_for(
-                lambda: (assert_never_flipped_early(unlock, "redis back"), finished(unlock))[1],
+                flipped_in_time,
                 timeout=120,
                 interval=TICK_SECONDS,
                 what="beat's ticks to fire the due unlock after Redis came back",
