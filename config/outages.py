@@ -22,7 +22,7 @@ import redis
 from celery import Task
 from django.conf import settings
 from django.db import Error as DjangoDatabaseError
-from django.db import close_old_connections
+from django.db import connections
 from django.http import HttpResponse, JsonResponse
 
 # SQLSTATEs of a lost connection rather than a failed statement: class 08 (connection
@@ -97,9 +97,10 @@ class RetryOnOutageTask(Task):
         except Exception as error:
             if not database_unavailable(error):
                 raise
-            # Drop the broken connection now, not only in Celery's postrun hook (which keeps
-            # connections when CELERY_DB_REUSE_MAX is set): the next attempt connects afresh.
-            close_old_connections()
+            # Drop the broken connections now, not only in Celery's postrun hook (which keeps
+            # connections when CELERY_DB_REUSE_MAX is set), and without asking a server that is
+            # down whether they still work: the next attempt connects afresh.
+            connections.close_all()
             try:
                 raise self.retry(
                     exc=error, countdown=_backoff(self.request.retries), max_retries=TASK_RETRIES
