@@ -225,6 +225,7 @@ class IngestFile(models.Model):
     parts = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=64, blank=True)  # the hashing task's id
 
     class Meta:
         constraints = [

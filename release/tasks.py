@@ -32,10 +32,11 @@ STORAGE_RETRIES = {
 }
 
 
-@shared_task(**STORAGE_RETRIES)
-def ingest_hash_file(file_id: int) -> None:
-    """Stream one staged file once: sha256, size, header checks."""
-    services.ingest_file_hash(file_id=file_id)
+@shared_task(bind=True, **STORAGE_RETRIES)
+def ingest_hash_file(self: Any, file_id: int) -> None:
+    """Stream one staged file once: sha256, size, header checks. The task id (the same in every
+    retry) is the claim, so a retry after a database outage takes its own claim back at once."""
+    services.ingest_file_hash(file_id=file_id, claim=self.request.id or "")
 
 
 @shared_task

@@ -121,17 +121,21 @@ def ingests_resume() -> int:
     return resumed
 
 
-def ingest_file_hash(*, file_id: int) -> None:
+def ingest_file_hash(*, file_id: int, claim: str = "") -> None:
     """Hash and check one staged file, then hand over to finalisation if it was the last.
-    Safe to run twice: a file already done, or claimed by a live worker, is left alone."""
+    Safe to run twice: a file already done, or claimed by another live worker, is left alone.
+    `claim` names the caller (its task id): a file it claimed itself, say before a database
+    outage made it retry, is taken back at once instead of after INGEST_LEASE."""
     now = timezone.now()
+    claimable = Q(state=IngestFile.State.PENDING) | Q(
+        state=IngestFile.State.RUNNING, claimed_at__lt=now - INGEST_LEASE
+    )
+    if claim:
+        claimable |= Q(state=IngestFile.State.RUNNING, claimed_by=claim)
     claimed = (
         IngestFile.objects.filter(pk=file_id)
-        .filter(
-            Q(state=IngestFile.State.PENDING)
-            | Q(state=IngestFile.State.RUNNING, claimed_at__lt=now - INGEST_LEASE)
-        )
-        .update(state=IngestFile.State.RUNNING, claimed_at=now)
+        .filter(claimable)
+        .update(state=IngestFile.State.RUNNING, claimed_at=now, claimed_by=claim)
     )
     if not claimed:
         return

@@ -185,3 +185,26 @@ def test_hashing_twice_is_harmless(model):
     assert job.state == IngestJob.State.SEALED
     assert IngestFile.objects.get(pk=file_id).sha256 == hashlib.sha256(b"abc").hexdigest()
     assert Version.objects.filter(model=model).count() == 1
+
+
+def test_a_retry_takes_back_its_own_claim_but_not_another_workers(model):
+    # Given a file claimed by task "first", whose attempt then met a database outage...
+    from django.utils import timezone
+
+    job = services.ingest_start(
+        actor=None, model=model, version_name="v1", sources={"base": stage({"a.bin": b"abc"})}
+    )
+    file_id = job.files.get().pk
+    IngestFile.objects.filter(pk=file_id).update(
+        state=IngestFile.State.RUNNING, claimed_at=timezone.now(), claimed_by="first"
+    )
+
+    # ...another task leaves it alone while the claim is fresh,
+    services.ingest_file_hash(file_id=file_id, claim="second")
+    assert IngestFile.objects.get(pk=file_id).state == IngestFile.State.RUNNING
+
+    # and the retry of "first" (same task id) takes it back at once and finishes it.
+    services.ingest_file_hash(file_id=file_id, claim="first")
+    row = IngestFile.objects.get(pk=file_id)
+    assert row.state == IngestFile.State.DONE
+    assert row.sha256 == hashlib.sha256(b"abc").hexdigest()
