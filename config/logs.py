@@ -3,11 +3,13 @@
 request_id, and any `extra=` fields), or `plain`, one readable line.
 
 Nothing here logs request headers: clients send their token in Authorization and their session
-in a cookie, and neither may reach a log.
+in a cookie, and neither may reach a log. The one secret that travels in a path, the key of an
+email confirmation or password reset link, is blanked in every line (SecretPathFilter).
 """
 
 import copy
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +17,33 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 
 FORMATS = ("json", "plain")
 
-_FILTERS = {"request_id": {"()": "config.request_id.RequestIdFilter"}}
+_FILTERS = {
+    "request_id": {"()": "config.request_id.RequestIdFilter"},
+    "secret_paths": {"()": "config.logs.SecretPathFilter"},
+}
+
+# allauth's links carry their key in the path: /accounts/confirm-email/<key>/ and
+# /accounts/password/reset/key/<uidb36>-<key>/. Whoever reads the access log must not be able to
+# confirm someone's address or reset their password with it.
+_SECRET_PATH = re.compile(r"(/accounts/(?:confirm-email|password/reset/key)/)[^/\s\"?]+")
+
+
+def secret_paths_blanked(value: object) -> object:
+    return _SECRET_PATH.sub(r"\1[key]", value) if isinstance(value, str) else value
+
+
+class SecretPathFilter(logging.Filter):
+    """Blanks link keys in a record's message and arguments (Django's "Not Found: <path>",
+    gunicorn's request line and path atoms), before any formatter sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = secret_paths_blanked(record.msg)
+        if isinstance(record.args, Mapping):
+            record.args = {key: secret_paths_blanked(v) for key, v in record.args.items()}
+        elif isinstance(record.args, tuple):
+            record.args = tuple(secret_paths_blanked(v) for v in record.args)
+        return True
+
 
 _FORMATTERS: dict[str, dict[str, Any]] = {
     "json": {
@@ -46,7 +74,7 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": log_format,
-                "filters": ["request_id"],
+                "filters": ["secret_paths", "request_id"],
             }
         },
         "root": {"handlers": ["console"], "level": level},
@@ -83,18 +111,22 @@ def gunicorn_logconfig() -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"access_fields": {"()": "config.logs.GunicornAccessFields"}},
+        "filters": {
+            "secret_paths": {"()": "config.logs.SecretPathFilter"},
+            "access_fields": {"()": "config.logs.GunicornAccessFields"},
+        },
         "formatters": {"json": copy.deepcopy(_FORMATTERS["json"])},
         "handlers": {
             "access": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
-                "filters": ["access_fields"],
+                "filters": ["secret_paths", "access_fields"],
                 "stream": "ext://sys.stdout",
             },
             "error": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
+                "filters": ["secret_paths"],
                 "stream": "ext://sys.stderr",
             },
         },

@@ -500,3 +500,31 @@ def test_bad_operations_settings_stop_the_process(variable, bad, message):
 
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_link_keys_in_paths_are_blanked_in_every_log(log_output):
+    # allauth's confirmation and password-reset links carry their key in the path, which Django
+    # (a 404) and gunicorn (the access line) would log as is.
+    from config.logs import SecretPathFilter, gunicorn_logconfig
+
+    root = logging.getLogger()
+    handler = root.handlers[-1]  # log_output's
+    handler.addFilter(SecretPathFilter())
+    logging.getLogger("django.request").warning(
+        "Not Found: %s", "/accounts/confirm-email/MTI:1vPq:s3cret-confirm/"
+    )
+    logging.getLogger("gunicorn.access").info(
+        "%(r)s", {"r": "GET /accounts/password/reset/key/4-s3cret-reset/ HTTP/1.1"}
+    )
+
+    written = log_output.getvalue()
+    assert "/accounts/confirm-email/[key]/" in written
+    assert "/accounts/password/reset/key/[key]/" in written
+    assert "s3cret" not in written
+    # ...and the filter is on every handler the settings and gunicorn configure.
+    assert (
+        "secret_paths"
+        in logging_config(log_format="plain", level="INFO")["handlers"]["console"]["filters"]
+    )
+    for gunicorn_handler in gunicorn_logconfig()["handlers"].values():
+        assert "secret_paths" in gunicorn_handler["filters"]
