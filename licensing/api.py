@@ -10,11 +10,12 @@ from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
-from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api_permissions import staff_with
 from config.errors import DomainError, NotFound
 from licensing import access, tokens
 from licensing.models import (
@@ -289,7 +290,7 @@ class MyGrantDownloadApi(APIView):
 class ReviewListApi(ListAPIView[AccessRequest]):
     """Access requests of a model by status (`pending`, `approved`, `rejected`), oldest first."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [staff_with("licensing.view_accessrequest")]
     serializer_class = AccessRequestOut
 
     @extend_schema(
@@ -334,7 +335,7 @@ class ReviewHandleApi(APIView):
     """Approve, reject or cancel (back to pending) requests of a model, in bulk. Each request is
     decided on its own; the answer lists what was handled and why anything was refused."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [staff_with("licensing.change_accessrequest")]
 
     @extend_schema(request=HandleIn, responses=HandleOut)
     def post(self, request: Request, org: str, name: str) -> Response:
@@ -360,7 +361,7 @@ class GrantDirectIn(serializers.Serializer[Any]):
 class ReviewGrantApi(APIView):
     """Give access to someone who never asked."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [staff_with("licensing.add_grant")]
 
     @extend_schema(request=GrantDirectIn, responses={201: AccessRequestOut})
     def post(self, request: Request, org: str, name: str) -> Response:
@@ -382,7 +383,7 @@ class RevokeIn(serializers.Serializer[Any]):
 class GrantRevokeApi(APIView):
     """Revoke a grant with a reason; it stops working for downloads at once."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [staff_with("licensing.change_grant")]
 
     @extend_schema(request=RevokeIn, responses=GrantOut)
     def post(self, request: Request, grant_id: uuid.UUID) -> Response:

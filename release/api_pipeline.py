@@ -9,11 +9,11 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api_permissions import staff_with
 from config.errors import NotFound
 from release import selectors, services
 from release.models import Artifact, IngestFile, IngestJob, Model, Phase, Unlock, Version
@@ -21,7 +21,7 @@ from release.selectors import unlock_progress
 
 
 def _staff_user(request: Request) -> User:
-    assert isinstance(request.user, User)  # IsAdminUser let only staff users in
+    assert isinstance(request.user, User)  # staff_with lets only staff users in
     return request.user
 
 
@@ -72,7 +72,7 @@ class IngestCreateApi(APIView):
     """Start ingesting a new version of a model from the staging bucket (202; follow it at
     /api/v1/ingests/{id}/)."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [staff_with("release.add_ingestjob")]
 
     @extend_schema(request=IngestIn, responses={202: IngestOut})
     def post(self, request: Request, org: str, name: str) -> Response:
@@ -91,7 +91,7 @@ class IngestCreateApi(APIView):
 class IngestDetailApi(APIView):
     """An ingest's state and every file's digest or error."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [staff_with("release.view_ingestjob")]
 
     @extend_schema(responses=IngestOut)
     def get(self, request: Request, ingest_id: int) -> Response:
@@ -171,7 +171,7 @@ def _unlocks() -> QuerySet[Unlock]:
 class UnlockListApi(ListAPIView[Unlock]):
     """Unlocks, newest first; `?state=` filters."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [staff_with("release.view_unlock")]
     serializer_class = UnlockOut
 
     def get_queryset(self) -> QuerySet[Unlock]:
@@ -182,7 +182,7 @@ class UnlockListApi(ListAPIView[Unlock]):
 class UnlockScheduleApi(APIView):
     """Schedule artifacts of a sealed version to become gated or open at `not_before`."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [staff_with("release.add_unlock")]
 
     @extend_schema(request=UnlockIn, responses={201: UnlockOut})
     def post(self, request: Request) -> Response:
@@ -209,7 +209,7 @@ class UnlockScheduleApi(APIView):
 class UnlockDetailApi(APIView):
     """One unlock with its approvals and push progress."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [staff_with("release.view_unlock")]
 
     @extend_schema(responses=UnlockOut)
     def get(self, request: Request, unlock_id: int) -> Response:
@@ -231,7 +231,7 @@ class RescheduleIn(serializers.Serializer[Any]):
 class _UnlockDecisionApi(APIView):
     """POST {input} to /unlocks/{id}/<verb>: validate, call the service, return the unlock."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [staff_with("release.change_unlock")]
     input_serializer: type[serializers.Serializer[Any]]
 
     def act(self, unlock: Unlock, user: User, data: dict[str, Any]) -> None:

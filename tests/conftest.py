@@ -1,5 +1,6 @@
 """Fixed people for every test: anonymous, a developer with no special rights (`outsider`), a
-staff member and an admin. Data is made through the project's own services."""
+staff member who runs releases and reviews access (`staff`: tests/factories.MANAGER_PERMISSIONS)
+and an admin. Data is made through the project's own services."""
 
 import uuid
 
@@ -8,7 +9,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from rest_framework.test import APIClient
 
 from tests.celery_worker import route_tasks_to_test_queue
-from tests.factories import make_user
+from tests.factories import make_manager, make_user
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,7 +30,7 @@ def outsider(db) -> User:
 
 @pytest.fixture
 def staff(db) -> User:
-    return make_user("staff", is_staff=True)
+    return make_manager("staff")
 
 
 @pytest.fixture

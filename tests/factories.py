@@ -4,7 +4,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 
 from licensing.keys import signing_key_ensure
 from release import services
@@ -18,6 +18,33 @@ def make_user(username: str, **flags: bool) -> User:
         password="correct horse battery staple",
         **flags,
     )
+
+
+# What running releases and reviewing access takes, in the admin and the API alike.
+MANAGER_PERMISSIONS = [
+    "release.view_ingestjob",
+    "release.add_ingestjob",
+    "release.view_unlock",
+    "release.add_unlock",
+    "release.change_unlock",
+    "licensing.view_accessrequest",
+    "licensing.change_accessrequest",
+    "licensing.view_grant",
+    "licensing.add_grant",
+    "licensing.change_grant",
+]
+
+
+def make_manager(username: str) -> User:
+    """Staff with the permissions to ingest, schedule and decide unlocks, review requests and
+    grant or revoke access."""
+    user = make_user(username, is_staff=True)
+    for permission in MANAGER_PERMISSIONS:
+        app_label, codename = permission.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    return user
 
 
 def make_release(

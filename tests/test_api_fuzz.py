@@ -33,7 +33,7 @@ from licensing.keys import signing_key_ensure
 from licensing.models import Grant
 from release import services
 from release.models import Phase
-from tests.factories import make_release, make_user
+from tests.factories import make_manager, make_release, make_user
 from tests.licensing.factories import gated_model, submit
 from tests.staging import stage
 
@@ -53,8 +53,8 @@ class World:
 
 
 def _world() -> World:
-    staff = make_user("fuzz-staff", is_staff=True)
-    make_user("fuzz-approver", is_staff=True)
+    staff = make_manager("fuzz-staff")
+    make_manager("fuzz-approver")
     developer, other = make_user("fuzz-dev"), make_user("fuzz-other")
     model = gated_model(
         actor=staff,

@@ -161,8 +161,9 @@ PORTAL_METADATA = {**METADATA, **{role: METADATA["anonymous"] for role in SCRIPT
 PORTAL_LISTING = {**LISTING, **{role: LISTING["anonymous"] for role in SCRIPTS}}
 NOT_SIGNED_IN = ("anonymous", *SCRIPTS)
 
-# Staff-only API operations (IsAdminUser): 401 without credentials, 403 for everyone else; a
-# token is read-only, so it is refused any POST (403) before anything else is looked at.
+# Staff-only API operations (config.api_permissions.staff_with: staff with the model's Django
+# permission, as the admin asks): 401 without credentials, 403 for everyone else, staff without
+# admin permissions included; a token is read-only, so it is refused any POST (403) first.
 STAFF_READ = per_role(
     anonymous=401,
     developer=403,
@@ -173,14 +174,15 @@ STAFF_READ = per_role(
     others_token=403,
     scoped_token=403,
     partner=403,
-    staff=200,
+    staff=403,
     admin=200,
 )
 
 
 def staff_write(ok: Cell) -> dict[str, Cell]:
-    """A staff-only POST: `ok` for staff and admins (400 for a deliberately empty body)."""
-    return {**STAFF_READ, "staff": ok, "admin": ok}
+    """A staff-only POST: `ok` for admins (400 for a deliberately empty body); staff without the
+    model's permission are refused, as in the admin."""
+    return {**STAFF_READ, "admin": ok}
 
 
 PUBLIC = per_role(**{role: 200 for role in ROLES})

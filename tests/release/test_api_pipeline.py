@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from release import services
 from release.models import IngestJob, Phase, Unlock
 from release.sample_weights import sample_model_files, sample_tokenizer_files
-from tests.factories import make_release, make_user
+from tests.factories import make_manager, make_release
 from tests.staging import ingest_now, stage
 
 pytestmark = pytest.mark.django_db
@@ -88,7 +88,7 @@ def test_refused_ingest_is_a_clear_error(staff):
 
 def test_unlock_lifecycle_through_the_api(staff):
     make_release(org="acme", name="tiny")
-    alice = make_user("alice", is_staff=True)
+    alice = make_manager("alice")
     when = (datetime.now(UTC) + timedelta(days=3)).isoformat()
 
     scheduled = client_for(staff).post(
