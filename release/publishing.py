@@ -20,8 +20,9 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -211,6 +212,33 @@ def _abort_quietly(*, bucket: str, key: str, upload_id: str) -> None:
         logger.warning("could not abort upload %s of %s; a later push aborts it", upload_id, key)
 
 
+@contextmanager
+def _blob_upload(*, bucket: str, key: str, sha256: str) -> Iterator[str]:
+    """A multipart upload of a blob, tagged with its digest and checked part by part, for the
+    block to fill and complete; aborted if the block fails (an incomplete upload is never
+    readable). Uploads a dead worker left of the same key go first."""
+    _abort_abandoned_uploads(bucket=bucket, key=key)
+    upload_id = s3_client().create_multipart_upload(
+        Bucket=bucket, Key=key, Metadata={"sha256": sha256}, ChecksumAlgorithm="SHA256"
+    )["UploadId"]
+    try:
+        yield upload_id
+    except BaseException:
+        _abort_quietly(bucket=bucket, key=key, upload_id=upload_id)
+        raise
+
+
+def _upload_complete(
+    *, bucket: str, key: str, upload_id: str, parts: list[dict[str, str | int]]
+) -> None:
+    s3_client().complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+    )
+
+
 def _multipart_push(
     body: StreamingBody,
     *,
@@ -221,31 +249,26 @@ def _multipart_push(
     progress: Callable[[int], None],
 ) -> None:
     client = s3_client()
-    _abort_abandoned_uploads(bucket=bucket, key=key)
-    upload = client.create_multipart_upload(
-        Bucket=bucket, Key=key, Metadata={"sha256": sha256}, ChecksumAlgorithm="SHA256"
-    )
-    upload_id = upload["UploadId"]
     hasher = hashlib.sha256()
     done = 0
     part = part_bytes(size)
+    with _blob_upload(bucket=bucket, key=key, sha256=sha256) as upload_id:
 
-    def send(number: int, data: bytes) -> dict[str, str | int]:
-        answer = client.upload_part(
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload_id,
-            PartNumber=number,
-            Body=data,
-            ChecksumSHA256=_b64_sha256(data),
-        )
-        return {
-            "PartNumber": number,
-            "ETag": answer["ETag"],
-            "ChecksumSHA256": answer.get("ChecksumSHA256", _b64_sha256(data)),
-        }
+        def send(number: int, data: bytes) -> dict[str, str | int]:
+            answer = client.upload_part(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumSHA256=_b64_sha256(data),
+            )
+            return {
+                "PartNumber": number,
+                "ETag": answer["ETag"],
+                "ChecksumSHA256": answer.get("ChecksumSHA256", _b64_sha256(data)),
+            }
 
-    try:
         futures: list[Future[dict[str, str | int]]] = []
         with ThreadPoolExecutor(PARALLEL_PARTS) as pool:
             number = 0
@@ -260,15 +283,7 @@ def _multipart_push(
                 progress(done)
             parts = [future.result() for future in futures]
         _check(hasher.hexdigest(), done, sha256, size)
-        client.complete_multipart_upload(
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload_id,
-            MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-        )
-    except BaseException:
-        _abort_quietly(bucket=bucket, key=key, upload_id=upload_id)
-        raise
+        _upload_complete(bucket=bucket, key=key, upload_id=upload_id, parts=parts)
 
 
 def _multipart_copy(
@@ -292,12 +307,10 @@ def _multipart_copy(
         )
     if len(ranges) != len(parts.sha256):
         raise DigestMismatch(f"{len(parts.sha256)} part digests sealed for {len(ranges)} parts")
-    _abort_abandoned_uploads(bucket=bucket, key=key)
-    upload_id = client.create_multipart_upload(
-        Bucket=bucket, Key=key, Metadata={"sha256": sha256}, ChecksumAlgorithm="SHA256"
-    )["UploadId"]
 
-    def copy(number: int, start: int, end: int, expected: str) -> dict[str, str | int]:
+    def copy(
+        upload_id: str, number: int, start: int, end: int, expected: str
+    ) -> dict[str, str | int]:
         answer = client.upload_part_copy(
             Bucket=bucket,
             Key=key,
@@ -320,31 +333,23 @@ def _multipart_copy(
             )
         return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": actual}
 
-    pool = ThreadPoolExecutor(PARALLEL_PARTS)
-    try:
-        futures = [
-            pool.submit(copy, number, start, end, expected)
-            for number, ((start, end), expected) in enumerate(
-                zip(ranges, parts.sha256, strict=True), 1
-            )
-        ]
-        copied = []
-        for future, (_, end) in zip(futures, ranges, strict=True):
-            copied.append(future.result())
-            progress(end)  # in this thread: it renews the push's lease in the database
-        client.complete_multipart_upload(
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload_id,
-            MultipartUpload={"Parts": copied},  # type: ignore[typeddict-item]
-        )
-    except BaseException:
-        # The first bad part settles it: parts not started yet are not copied for nothing.
-        pool.shutdown(wait=True, cancel_futures=True)
-        _abort_quietly(bucket=bucket, key=key, upload_id=upload_id)
-        raise
-    finally:
-        pool.shutdown(wait=True)
+    with _blob_upload(bucket=bucket, key=key, sha256=sha256) as upload_id:
+        pool = ThreadPoolExecutor(PARALLEL_PARTS)
+        try:
+            futures = [
+                pool.submit(copy, upload_id, number, start, end, expected)
+                for number, ((start, end), expected) in enumerate(
+                    zip(ranges, parts.sha256, strict=True), 1
+                )
+            ]
+            copied = []
+            for future, (_, end) in zip(futures, ranges, strict=True):
+                copied.append(future.result())
+                progress(end)  # in this thread: it renews the push's lease in the database
+        finally:
+            # After the first bad part, the parts not started yet are not copied for nothing.
+            pool.shutdown(wait=True, cancel_futures=True)
+        _upload_complete(bucket=bucket, key=key, upload_id=upload_id, parts=copied)
 
 
 def blob_copy(*, sha256: str, size: int, source_bucket: str, target_bucket: str) -> None:
