@@ -16,6 +16,7 @@ How a file travels:
 """
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -29,8 +30,6 @@ from itertools import pairwise
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import httpcore2
-import httpx2 as httpx
 from rich.console import Console
 from rich.filesize import decimal
 from rich.progress import (
@@ -44,7 +43,7 @@ from rich.progress import (
 )
 
 from weightgate_cli.catalog import RemoteFile, files_list, files_select, version_resolve
-from weightgate_cli.client import USER_AGENT, Api, Tuning, error_for, quote_path
+from weightgate_cli.client import USER_AGENT, Api, Tuning, quote_path
 from weightgate_cli.errors import (
     AccessError,
     CliError,
@@ -52,6 +51,7 @@ from weightgate_cli.errors import (
     UsageError,
     VerificationError,
 )
+from weightgate_cli.storage import BUFFER_SIZE, Storage, TransferError, readinto, store_message
 from weightgate_cli.verify import (
     SavedSignature,
     manifest_write,
@@ -64,7 +64,6 @@ MiB = 1024 * 1024
 DEFAULT_CHUNK_SIZE = 32 * MiB
 DEFAULT_THRESHOLD = 64 * MiB
 READ_SIZE = 1 * MiB  # reading back from the disk
-SOCKET_READ_SIZE = 256 * 1024  # what the HTTP client asks the socket for at once
 PROGRESS_STEP = 1 * MiB  # bytes a range gathers before telling the progress bars
 STATE_SAVE_INTERVAL = 1.0  # seconds between `.part.json` updates while bytes flow
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
@@ -212,7 +211,7 @@ class InOrderDigest:
         self._sha256 = hashlib.sha256()
         self._lock = threading.Lock()
 
-    def written(self, offset: int, data: bytes) -> None:
+    def written(self, offset: int, data: bytes | memoryview) -> None:
         """`data` has just been written at `offset` and put on record."""
         if offset != self.position:  # an unlocked peek: a chunk skipped here is caught up later
             return
@@ -241,7 +240,7 @@ class InOrderDigest:
         return self._sha256.hexdigest()
 
 
-def _write_all(handle: Any, data: bytes) -> None:
+def _write_all(handle: Any, data: bytes | memoryview) -> None:
     """Unbuffered writes may be short: loop until the kernel has every byte."""
     view = memoryview(data)
     while view:
@@ -289,20 +288,11 @@ class Downloader:
         self.console = console
         self.tuning: Tuning = api.tuning
         self.abort = threading.Event()
-        workers = options.workers
-        # httpcore reads a socket 64 KiB at a time, and every read is a trip through h11 and a
-        # hand-over of the GIL between the range threads: 256 KiB reads take a quarter off the
-        # CLI's CPU per downloaded byte (bench/downloads.py). This class attribute is httpcore's
-        # only knob for it (process-wide: the API client reads that way too, harmlessly).
-        httpcore2.HTTP11Connection.READ_NUM_BYTES = SOCKET_READ_SIZE
-        self.storage = httpx.Client(
-            # Never the API token: URLs carry their own. The stored bytes as they are (the
-            # digest is of those), so no compression on the way.
-            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-            timeout=httpx.Timeout(self.tuning.timeout),
-            verify=api.ssl_context,  # the API client's: building one costs ~40 ms of CPU
-            limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
-            follow_redirects=True,
+        # Never the API token: URLs carry their own.
+        self.storage = Storage(
+            ssl_context=lambda: api.ssl_context,  # the API client's, built once if ever
+            timeout=self.tuning.timeout,
+            user_agent=USER_AGENT,
         )
         self.progress: Progress | None = None
         self.overall: TaskID | None = None
@@ -390,27 +380,26 @@ class Downloader:
             with job.url_lock:
                 url, generation = job.url, job.url_generation
             try:
-                with self.storage.stream(
-                    "GET", url, headers={"Range": f"bytes={position}-{end - 1}"}
-                ) as response:
-                    status = response.status_code
+                with self.storage.get(url, {"Range": f"bytes={position}-{end - 1}"}) as response:
+                    status = response.status
                     if status == 403:
-                        response.read()
+                        message = store_message(response)
                         if self._url_refresh(job, generation):
                             continue
                         raise AccessError(
                             f"{remote.path}: the object store refused the download URL twice "
-                            f"({error_for(response, 'storage').message})"
+                            f"({message})"
                         )
                     if status in (500, 502, 503, 504):
-                        raise httpx.RemoteProtocolError(f"object store answered {status}")
+                        raise TransferError(f"object store answered {status}")
                     if status == 200 and not (position == 0 and end == remote.size):
                         raise CliError(f"{remote.path}: the object store ignored the Range header")
                     if status not in (200, 206):
-                        response.read()
-                        raise error_for(response, f"{remote.path} (object store)")
+                        message = store_message(response)
+                        error = {401: AccessError, 404: NotFoundError}.get(status, CliError)
+                        raise error(f"{remote.path} (object store): {message} (HTTP {status})")
                     if status == 206:
-                        content_range = response.headers.get("Content-Range", "")
+                        content_range = response.getheader("Content-Range", "")
                         if not content_range.startswith(f"bytes {position}-"):
                             raise CliError(
                                 f"{remote.path}: the object store sent the wrong range "
@@ -418,16 +407,15 @@ class Downloader:
                             )
                     reached = self._receive(job, index, response, position, end, task)
                 if reached < end:
-                    raise httpx.RemoteProtocolError("the connection closed before the range ended")
+                    raise TransferError("the connection closed before the range ended")
                 job.digest.catch_up()  # a later range may be in: hash it while this thread is free
                 return
-            except httpx.TransportError as error:
+            except TransferError as error:
                 progressed = job.part.position(index)[0] > position
                 attempt = 0 if progressed else attempt + 1
                 if attempt > self.tuning.retries:
                     raise CliError(
-                        f"{remote.path}: download failed after {attempt} attempts: "
-                        f"{error.__class__.__name__}: {error}"
+                        f"{remote.path}: download failed after {attempt} attempts: {error}"
                     ) from error
                 delay = self.tuning.delay(attempt)
                 self._note(f"{remote.path}: {error}; resuming in {delay:.1f}s")
@@ -437,28 +425,28 @@ class Downloader:
         self,
         job: FileJob,
         index: int,
-        response: httpx.Response,
+        response: http.client.HTTPResponse,
         position: int,
         end: int,
         task: TaskID | None,
     ) -> int:
         """Write a range's body at `position` and hash it on the way; where it stopped."""
-        unreported = 0  # the progress bars hear of bytes a MiB at a time, not per socket read
+        unreported = 0  # the progress bars hear of bytes a MiB at a time, not per read
+        buffer = memoryview(bytearray(BUFFER_SIZE))
         try:
             with open(job.part.part, "r+b", buffering=0) as handle:
                 handle.seek(position)
-                # The chunks as they come off the socket: gathering them into bigger ones costs
-                # a copy of every byte.
-                for chunk in response.iter_raw():
+                while count := readinto(response, buffer):
                     if self.abort.is_set() or job.failed.is_set():
                         raise Aborted
-                    if position + len(chunk) > end:
+                    if position + count > end:
                         raise CliError(f"{job.remote.path}: the object store sent too much")
+                    chunk = buffer[:count]
                     _write_all(handle, chunk)
-                    job.part.advance(index, len(chunk))  # on record before it is hashed
+                    job.part.advance(index, count)  # on record before it is hashed
                     job.digest.written(position, chunk)
-                    position += len(chunk)
-                    unreported += len(chunk)
+                    position += count
+                    unreported += count
                     if unreported >= PROGRESS_STEP:
                         self._advance(task, unreported)
                         unreported = 0
@@ -548,20 +536,22 @@ class Downloader:
             f"{options.repo_id}@{name} ({self.commit[:12]}): {len(selected)} files, "
             f"{decimal(total)} → {self.directory}"
         )
-        outcomes = self._download_all(selected, total)
-
-        digests = {o.remote.path: o.remote.sha256 for o in outcomes}
-        signatures: list[SavedSignature] = []
-        if options.verify_signature:
-            artifacts = sorted({o.remote.artifact for o in outcomes})
-            signatures = signatures_fetch(
-                self.api,
-                options.repo_id,
-                self.commit,
-                artifacts=artifacts,
-                public_key=options.public_key,
-            )
-            signatures_check(signatures, digests)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wg-signature") as fetcher:
+            # The signatures depend on the listing only: fetched while the bytes flow.
+            signing: Future[list[SavedSignature]] | None = None
+            if options.verify_signature:
+                signing = fetcher.submit(
+                    signatures_fetch,
+                    self.api,
+                    options.repo_id,
+                    self.commit,
+                    artifacts=sorted({f.artifact for f in selected}),
+                    public_key=options.public_key,
+                )
+            outcomes = self._download_all(selected, total)
+            signatures = signing.result() if signing is not None else []
+        if signing is not None:
+            signatures_check(signatures, {o.remote.path: o.remote.sha256 for o in outcomes})
         for outcome in outcomes:  # only now do the files appear under their names
             if outcome.part is not None:
                 outcome.part.publish()

@@ -4,6 +4,8 @@ and of gated files without access, `verify DIR`, and `grant verify`."""
 
 import contextlib
 import hashlib
+import http.client
+import http.server
 import json
 import os
 import random
@@ -11,11 +13,14 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx2
 import pytest
+from django.conf import settings as settings_module
 
 from licensing import access
 from licensing.keys import signing_key_ensure
@@ -371,6 +376,80 @@ def test_open_files_download_anonymously_via_the_console_script(release, live_se
     assert result.returncode == 0, result.stderr
     assert tree(folder) == {"tokenizer.json": release["files"]["tokenizer.json"]}
     assert "signature verified" in result.stderr
+
+
+@contextlib.contextmanager
+def forward_proxy():
+    """A plain-HTTP forward proxy (absolute-form GETs only), recording what it forwarded."""
+    seen = []
+
+    class Forward(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            target = urlsplit(self.path)
+            seen.append(self.path)
+            upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+            upstream.request("GET", f"{target.path}?{target.query}", headers=headers)
+            answer = upstream.getresponse()
+            body = answer.read()
+            self.send_response(answer.status)
+            for name, value in answer.getheaders():
+                if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            upstream.close()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_downloads_go_through_the_proxy_the_environment_names(release, tmp_path, monkeypatch):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    with forward_proxy() as (proxy, seen):
+        monkeypatch.setenv("http_proxy", proxy)
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+
+        code = main(["download", "acme/cli", "--include", SHARD, "--dir", str(tmp_path)])
+
+    assert code == 0
+    assert (tmp_path / SHARD).read_bytes() == release["files"][SHARD]
+    store = urlsplit(settings_module.S3_ENDPOINT_URL).netloc
+    ranges = [url for url in seen if urlsplit(url).netloc == store]
+    assert len(ranges) == -(-len(release["files"][SHARD]) // MiB)  # every 1 MiB range
+
+
+def test_an_object_store_refusal_says_what_the_store_said(release, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+
+    real_url = download_module.Downloader._url
+
+    def broken_url(self, job):
+        real_url(self, job)
+        job.url = job.url.replace("X-Amz-Signature=", "X-Amz-Signature=0")  # every time
+
+    monkeypatch.setattr(download_module.Downloader, "_url", broken_url)
+
+    code = main(["download", "acme/cli", "--include", "config.json", "--dir", str(tmp_path)])
+
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "the object store refused the download URL twice" in err
+    assert "signature" in err.lower()  # the store's own <Message>, not just "HTTP 403"
+    assert not (tmp_path / "config.json").exists()
 
 
 def test_an_expired_download_url_is_requested_again_once(release, tmp_path, monkeypatch):
