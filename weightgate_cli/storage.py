@@ -5,7 +5,8 @@ A presigned URL needs nothing but a plain GET, and this is where a download spen
 each byte is copied once from the socket and once to the disk, and the Python loop turns once
 per buffer; httpx turned it once per socket read, through h11, copying each byte several times
 (bench/downloads.py (c), 8 x 64 MiB: the whole CLI run went from 1.09 s to 0.86 s, and the
-transfer alone, in a bare loop like this one, takes 0.45 s against curl's 0.48 s). The API, with its JSON, retries and messages, stays on httpx.
+transfer alone, in a bare loop like this one, takes 0.45 s against curl's 0.48 s). The API,
+with its JSON, retries and messages, stays on httpx.
 
 Connections are kept alive per thread (each range thread fetches one range at a time) and go
 through the proxy the environment names (`https_proxy`, `http_proxy`, `no_proxy`), like httpx's.

@@ -389,7 +389,7 @@ def forward_proxy():
         def do_GET(self):
             target = urlsplit(self.path)
             seen.append(self.path)
-            upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+            upstream = http.client.HTTPConnection(target.hostname or "", target.port, timeout=30)
             headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
             upstream.request("GET", f"{target.path}?{target.query}", headers=headers)
             answer = upstream.getresponse()
