@@ -89,8 +89,11 @@ def retry_after(response: httpx.Response) -> float:
 
 
 def error_for(response: httpx.Response, what: str) -> CliError:
-    message = server_message(response)
-    status = response.status_code
+    return status_error(response.status_code, what, server_message(response))
+
+
+def status_error(status: int, what: str, message: str) -> CliError:
+    """The error, with the exit status that fits, for an HTTP refusal from any server."""
     if status in (401, 403):
         return AccessError(f"{what}: {message}")
     if status == 404:

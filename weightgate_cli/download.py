@@ -43,7 +43,7 @@ from rich.progress import (
 )
 
 from weightgate_cli.catalog import RemoteFile, files_list, files_select, version_resolve
-from weightgate_cli.client import USER_AGENT, Api, Tuning, quote_path
+from weightgate_cli.client import USER_AGENT, Api, Tuning, quote_path, status_error
 from weightgate_cli.errors import (
     AccessError,
     CliError,
@@ -395,9 +395,8 @@ class Downloader:
                     if status == 200 and not (position == 0 and end == remote.size):
                         raise CliError(f"{remote.path}: the object store ignored the Range header")
                     if status not in (200, 206):
-                        message = store_message(response)
-                        error = {401: AccessError, 404: NotFoundError}.get(status, CliError)
-                        raise error(f"{remote.path} (object store): {message} (HTTP {status})")
+                        what = f"{remote.path} (object store)"
+                        raise status_error(status, what, store_message(response))
                     if status == 206:
                         content_range = response.getheader("Content-Range", "")
                         if not content_range.startswith(f"bytes {position}-"):
