@@ -146,7 +146,7 @@ MIDDLEWARE = [
     "config.observability.RequestObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.request_limits.RequestLimitsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "config.content_security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -4,7 +4,9 @@ object store. Shared by the REST endpoint and the Hub-compatible `resolve` endpo
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from csp.decorators import csp_exempt
 from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
+from django.utils.decorators import method_decorator
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import APIException
 from rest_framework.negotiation import BaseContentNegotiation
@@ -132,6 +134,7 @@ class JsonOnly(BaseContentNegotiation):
         return renderer, renderer.media_type
 
 
+@method_decorator(csp_exempt(), name="dispatch")  # redirects and JSON: no document to protect
 class CountedDownloadView(APIView):
     """A download endpoint whose refusals are counted by reason, those raised before the view
     runs included (DRF authenticates first: an expired or revoked token)."""

@@ -106,24 +106,38 @@ class Throttle:
     unavailable: bool = False  # Redis could not be reached: nothing was counted
 
 
-# Counts each counter in turn (KEYS[i], window ARGV[2i] seconds, limit ARGV[2i+1]) and stops at
-# the first over its limit, answering {i, ttl}; else, when ARGV[1] is 1, pushes the download
-# (the last ARGV) onto the buffer (the last KEYS) and answers {0, 0}. One round trip for all of a
-# request's Redis work; a counter after one over its limit is not counted, and a refused
-# download is not logged.
+# Draws units from each counter in turn (KEYS[i]: window ARGV[3i-1] seconds, limit ARGV[3i],
+# units wanted ARGV[3i+1]) and stops at the first with none left, answering {i, its ttl, units
+# drawn before it}; else, when ARGV[1] is 1, pushes the download (the last ARGV) onto the buffer
+# (the last KEYS) and answers {0, 0, units drawn}. A counter gives at most an eighth of what it
+# has left (at least one), so a counter near its limit hands out single units. One round trip
+# for all of a request's Redis work; a counter after one at its limit is not drawn from, and a
+# refused download is not logged.
 _THROTTLE_SCRIPT = """
 local counters = #KEYS - tonumber(ARGV[1])
+local drawn = {}
 for i = 1, counters do
-    redis.call('SET', KEYS[i], 0, 'EX', ARGV[2 * i], 'NX')
-    if redis.call('INCR', KEYS[i]) > tonumber(ARGV[2 * i + 1]) then
-        return {i, redis.call('TTL', KEYS[i])}
+    redis.call('SET', KEYS[i], 0, 'EX', ARGV[3 * i - 1], 'NX')
+    local left = tonumber(ARGV[3 * i]) - tonumber(redis.call('GET', KEYS[i]))
+    if left <= 0 then
+        return {i, redis.call('TTL', KEYS[i]), unpack(drawn)}
     end
+    local units = math.min(tonumber(ARGV[3 * i + 1]), math.max(1, math.floor(left / 8)))
+    redis.call('INCRBY', KEYS[i], units)
+    drawn[i] = units
 end
 if ARGV[1] == '1' then
     redis.call('LPUSH', KEYS[#KEYS], ARGV[#ARGV])
 end
-return {0, 0}
+return {0, 0, unpack(drawn)}
 """
+
+# Units a process draws from a counter at once: the requests it then lets through without a
+# round trip to Redis (which costs about as much CPU as the rest of the answer).
+LEASE_UNITS = 32
+_LEASES_MAX = 20_000
+_leases: dict[str, int] = {}  # counter key (its window in the name) -> units drawn, not yet used
+_leases_lock = threading.Lock()
 
 
 @cache
@@ -137,23 +151,49 @@ def download_throttle(
     """Per-token requests per minute and per-grant downloads per UTC day, counted in Redis so
     every web process shares them; the token's counter first, and the grant's is not counted
     when the token is over its limit. `record` (a `download_event`) is added to the download
-    log when the answer is yes, in the same round trip."""
-    keys: list[str] = []
-    args: list[int | str] = [1 if record is not None else 0]
+    log when the answer is yes, in the same round trip.
+
+    Units are counted in Redis before they are used, a few at a time (`LEASE_UNITS`, at most an
+    eighth of what is left): a process answers from the units it holds, and goes to Redis when
+    it runs out or has a download to log. So no counter ever lets more through than its limit;
+    near the limit a client may be refused a few requests early while other processes hold
+    unused units (they lapse with their window: the key names its minute or day)."""
+    counters: list[tuple[str, int, int]] = []  # key, window seconds, limit
     if token_key is not None:
-        keys.append(f"ratelimit:token:{token_key}:{int(time.time() // 60)}")
-        args += [60, settings.DOWNLOAD_RATE_PER_MINUTE]
+        counters.append(
+            (
+                f"ratelimit:token:{token_key}:{int(time.time() // 60)}",
+                60,
+                settings.DOWNLOAD_RATE_PER_MINUTE,
+            )
+        )
     if grant_id is not None:
-        keys.append(f"quota:grant:{grant_id}:{datetime.now(UTC).date().isoformat()}")
-        args += [86_400, settings.DOWNLOAD_DAILY_QUOTA]
-    counters = len(keys)
+        counters.append(
+            (
+                f"quota:grant:{grant_id}:{datetime.now(UTC).date().isoformat()}",
+                86_400,
+                settings.DOWNLOAD_DAILY_QUOTA,
+            )
+        )
+    with _leases_lock:
+        # Units held go first, in order; from the first counter without one, Redis decides.
+        held = 0
+        while held < len(counters) and _leases.get(counters[held][0], 0) > 0:
+            held += 1
+        for key, _, _ in counters[:held]:
+            _leases[key] -= 1
+    to_draw = counters[held:]
+    if not to_draw and record is None:
+        return Throttle(True)
+    keys = [key for key, _, _ in to_draw]
+    args: list[int | str] = [1 if record is not None else 0]
+    for _, window, limit in to_draw:
+        args += [window, limit, LEASE_UNITS]
     if record is not None:
         keys.append(BUFFER_KEY)
         args.append(record)
-    if not keys:
-        return Throttle(True)
     try:
-        over, ttl = _throttle_script()(keys=keys, args=args)
+        over, ttl, *drawn = _throttle_script()(keys=keys, args=args)
     except (redis.ConnectionError, redis.TimeoutError) as error:
         logger.warning("download refused: Redis is unreachable (%s)", type(error).__name__)
         return Throttle(
@@ -163,10 +203,15 @@ def download_throttle(
             "try again shortly",
             unavailable=True,
         )
+    with _leases_lock:
+        if len(_leases) >= _LEASES_MAX:
+            _leases.clear()  # mostly past windows; what is dropped was counted, never lent
+        for (key, _, _), units in zip(to_draw, drawn, strict=False):
+            _leases[key] = _leases.get(key, 0) + int(units) - 1  # one is this request's
     if not over:
         return Throttle(True)
     retry_after = max(int(ttl), 1)
-    if int(over) <= counters and keys[int(over) - 1].startswith("ratelimit:"):
+    if to_draw[int(over) - 1][0].startswith("ratelimit:"):
         return Throttle(
             False,
             retry_after,

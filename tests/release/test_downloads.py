@@ -11,8 +11,9 @@ from rest_framework.test import APIClient
 from licensing import access
 from licensing.keys import signing_key_ensure
 from licensing.models import GatePolicy, PartnerOrganisation
-from licensing.tokens import token_create, token_revoke
-from release.distribution import BUFFER_KEY, downloads_flush, redis_client
+from licensing.tokens import token_create, token_hash, token_revoke
+from release import distribution
+from release.distribution import BUFFER_KEY, LEASE_UNITS, downloads_flush, redis_client
 from release.models import DownloadDaily, DownloadEvent, Phase
 from release.sample_weights import sample_tokenizer_files
 from tests.factories import make_release, make_user
@@ -295,6 +296,55 @@ def test_per_grant_daily_quota(world, settings):
     assert first.status_code == 302
     assert second.status_code == 429
     assert "daily quota" in second.json()["error"]["message"]
+
+
+def _token_counter(clear: str) -> int:
+    """The token's request count this minute, as Redis holds it."""
+    keys = redis_client().keys(f"ratelimit:token:{token_hash(clear)[:16]}:*")
+    return sum(int(redis_client().get(key) or 0) for key in keys)
+
+
+def test_heads_are_counted_in_advance_a_lease_at_a_time(world, settings):
+    settings.DOWNLOAD_RATE_PER_MINUTE = 10_000
+    _, people = world
+    _, clear = token_create(user=people["grant_holder"], name="ci")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {clear}")
+    url = "/api/v1/models/acme/llm/versions/v1/files/g/part-0.bin"
+
+    assert client.head(url).status_code == 302
+    assert _token_counter(clear) == LEASE_UNITS  # drawn before use: none goes uncounted
+    for _ in range(LEASE_UNITS - 1):
+        assert client.head(url).status_code == 302
+    assert _token_counter(clear) == LEASE_UNITS  # used from the units held: no round trip
+    assert client.head(url).status_code == 302
+    assert _token_counter(clear) == 2 * LEASE_UNITS
+
+
+def test_processes_holding_units_never_let_more_than_the_limit_through(
+    world, settings, monkeypatch
+):
+    """Two processes (each with its own units held) share one token's limit: together they let
+    exactly the limit through or a few fewer, never more; near the limit units go one by one."""
+    settings.DOWNLOAD_RATE_PER_MINUTE = 100
+    _, people = world
+    _, clear = token_create(user=people["grant_holder"], name="ci")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {clear}")
+    url = "/api/v1/models/acme/llm/versions/v1/files/g/part-0.bin"
+    processes: list[dict[str, int]] = [{}, {}]
+
+    answers = []
+    for turn in range(160):
+        monkeypatch.setattr(distribution, "_leases", processes[turn % 2])
+        answers.append(client.head(url).status_code)
+
+    allowed = answers.count(302)
+    assert set(answers) == {302, 429}
+    assert _token_counter(clear) == 100  # every unit drawn, none past the limit
+    unused = sum(units for held in processes for key, units in held.items() if "ratelimit" in key)
+    assert allowed == 100 - unused
+    assert allowed >= 90  # refused early by at most the few units the other process holds
 
 
 def test_download_counts_per_version_and_day_in_the_api(world, clean_buffer):

@@ -187,6 +187,7 @@ def test_resolve_answers_carry_the_hub_headers_and_no_xet(release, live_server):
     )
     assert head.headers["X-Linked-Size"] == str(len(files["config.json"]))
     assert not any(h.lower().startswith("x-xet") for h in head.headers)
+    assert "Content-Security-Policy" not in head.headers  # no document: nothing to protect
     assert missing.status == 404
     assert missing.headers["X-Error-Code"] == "EntryNotFound"
     assert missing.headers["X-Repo-Commit"] == version.commit
