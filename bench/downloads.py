@@ -20,7 +20,8 @@ REDIS_URL name those:
     a bare Django view on the same server. Presigned URLs are cached per process, so each worker
     presigns each file once and then answers from its cache: the run says how many presigns that
     took. The per-token rate limit and per-grant daily quota are raised for the bench server
-    (the load would exhaust them in seconds) but still counted in Redis on every request.
+    (the load would exhaust them in seconds) but still counted: drawn from Redis in advance, up
+    to 32 units at a time per worker (release.distribution.download_throttle).
     Then the same requests in this process (Django's test client, whole middleware stack) under
     cProfile: SQL queries and Redis round trips per request and where the CPU goes.
 (b) adds --grants filler grants (a fixed placeholder instead of a signed JWS: they are never
@@ -100,7 +101,7 @@ RESOLVE_MODEL = "resolve"
 SHARDS_MODEL = "shards"
 VERSION = "v1"
 ARTIFACT = "weights"
-# The throttles stay on (counted in Redis on every request) but cannot trip during the load.
+# The throttles stay on (every request counted in Redis) but cannot trip during the load.
 UNTHROTTLED = 1_000_000_000
 # What filler grants carry instead of a signed grant: never verified, only there to be rows.
 FILLER_JWS = "filler.not-a-signed-grant.bench-downloads"
@@ -1118,6 +1119,8 @@ def load_table(figures: LoadFigures, *, against: LoadFigures | None = None) -> l
 
 
 def report(params: Params, results: Results) -> None:
+    from release.distribution import LEASE_UNITS
+
     out: list[str] = [""]
     say = out.append
     say("Weightgate downloads: authorised resolve requests next to a bare Django view, and")
@@ -1125,7 +1128,8 @@ def report(params: Params, results: Results) -> None:
     say(
         f"  server   gunicorn config.wsgi (infra/gunicorn.conf.py: gthread, 4 threads), "
         f"{params.workers} workers, DEBUG=0, access log to /dev/null, loopback; rate limit and "
-        f"daily quota raised to {UNTHROTTLED:,} (still counted in Redis per request)"
+        f"daily quota raised to {UNTHROTTLED:,} (still counted: units drawn from Redis "
+        f"{LEASE_UNITS} at a time per worker, and every GET logged there)"
     )
     say(
         f"  load     {params.connections} keep-alive HTTP/1.1 connections from one separate "
