@@ -1,34 +1,47 @@
-"""A per-process memory of the reads every download request repeats, kept for at most a second.
+"""A per-process memory of the reads every download request repeats.
 
 Each download asks the same few questions (whose token is this, which file is that, does this
 person hold a live grant, where are the bytes) and Django's ORM spends more CPU building each
 query (0.3 to 1 ms) than everything else in the request together. Answers remembered here are
 forgotten:
 
-- after `MAX_AGE` (one second): a change made in another process (a revocation, a withdrawal, a
-  new license version, a deactivated account) takes effect everywhere within a second. Only
-  what cannot change is kept longer (the files of a sealed version), and then whatever in it can
-  change (their artifact's phase) is checked on every use against an answer at most a second
-  old;
+- within `MAX_AGE` (a second) of a change anywhere: every process that writes to the database
+  through Django announces it after the commit (one Redis INCR of a shared generation), and
+  every process looks at that generation at most once a second, forgetting everything when it
+  moved (or when Redis cannot say). A revocation, a withdrawal, a new license version, a
+  deactivated account takes effect everywhere within a second;
 - at once, in this process, whenever it sends the database anything but a SELECT (an execute
   wrapper on every connection): here a change is effective on the very next request, as if
-  nothing were remembered. Only `writes_unremarked` bookkeeping is exempt.
+  nothing were remembered. Only `writes_unremarked` bookkeeping is exempt, and announces
+  nothing;
+- after `KEEP` (a minute) in any case: the bound for a change made outside Weightgate (psql),
+  which announces nothing.
 
 Remembered values are shared between threads: callers must treat them as read-only.
 """
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import Any, TypeVar
 
+import redis
+from django.conf import settings
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-MAX_AGE = 1.0  # seconds
+logger = logging.getLogger(__name__)
+
+MAX_AGE = 1.0  # seconds: how long a change elsewhere may go unseen
+KEEP = 60.0  # seconds an answer is kept while no change is announced
 MAX_ENTRIES = 20_000
+GENERATION_KEY = "read-cache:generation"  # moved by every announced change
+# Statements that change no row: reads, and a transaction's own bookkeeping.
+_NOT_WRITES = ("SELECT", "SAVEPOINT", "RELEASE", "ROLLBACK", "SET ", "SHOW ")
 
 T = TypeVar("T")
 
@@ -38,22 +51,54 @@ _entries: dict[Hashable, tuple[float, int, Any]] = {}
 _generation = 0
 _lock = threading.Lock()
 _unremarked = threading.local()
+_shared_seen: bytes | None = None  # the shared generation at the last look
+_looked_at = float("-inf")
+_look_lock = threading.Lock()
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+    )
+
+
+def _look(now: float) -> None:
+    """At most once a second: forget everything if another process announced a change since
+    the last look, or if Redis cannot tell."""
+    global _shared_seen, _looked_at
+    if now - _looked_at < MAX_AGE or not _look_lock.acquire(blocking=False):
+        return  # looked recently, or another thread is looking right now
+    try:
+        try:
+            seen = _redis().get(GENERATION_KEY)
+            moved = seen != _shared_seen
+        except redis.RedisError:
+            seen, moved = None, True
+        if moved:
+            forget()
+        _shared_seen, _looked_at = seen, now
+    finally:
+        _look_lock.release()
 
 
 def remembered(
     key: Hashable,
     load: Callable[[], T],
     *,
-    max_age: float | Callable[[T], float] = MAX_AGE,
+    max_age: float | Callable[[T], float] = KEEP,
     still_valid: Callable[[T], bool] | None = None,
 ) -> T:
-    """`load()`'s answer, from memory when it was loaded under `max_age` seconds ago, this
-    process has written nothing since, and `still_valid` (if given) accepts it.
+    """`load()`'s answer, from memory when it was loaded under `max_age` seconds ago, nothing
+    was written since (here, or announced elsewhere), and `still_valid` (if given) accepts it.
 
-    Only an answer that cannot change may be kept longer than `MAX_AGE` (`max_age` may depend
-    on the answer), and then whatever in it can change must be checked by `still_valid`
-    against answers no older than `MAX_AGE`."""
+    Only an answer that cannot change may be kept longer than `KEEP` (`max_age` may depend on
+    the answer), and then whatever in it can change must be checked by `still_valid` against
+    remembered answers."""
     now = _clock()
+    _look(now)
     hit = _entries.get(key)
     if (
         hit is not None
@@ -92,14 +137,29 @@ def writes_unremarked() -> Iterator[None]:
         _unremarked.active = False
 
 
+def _announce() -> None:
+    """Tell every process that something changed (after the commit: they reload what was
+    committed). Without Redis they cannot hear it: their answers lapse after `KEEP`."""
+    try:
+        _redis().incr(GENERATION_KEY)
+    except redis.RedisError as error:
+        logger.warning("read cache: change not announced (%s)", type(error).__name__)
+
+
 def _forget_on_write(
     execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: dict[str, Any]
 ) -> Any:
-    if not (isinstance(sql, str) and sql.lstrip()[:6].upper() == "SELECT") and not getattr(
+    if (isinstance(sql, str) and sql.lstrip()[:9].upper().startswith(_NOT_WRITES)) or getattr(
         _unremarked, "active", False
     ):
-        forget()
-    return execute(sql, params, many, context)
+        return execute(sql, params, many, context)
+    forget()
+    result = execute(sql, params, many, context)
+    connection = context["connection"]
+    # Once per transaction (run at once outside one, the statement having committed).
+    if not any(entry[1] is _announce for entry in connection.run_on_commit):
+        connection.on_commit(_announce)
+    return result
 
 
 def _watch(connection: BaseDatabaseWrapper) -> None:

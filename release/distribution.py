@@ -280,7 +280,8 @@ def _flush(client: redis.Redis, batch: int) -> int:
         )
         day = (row["model"], row["version"], at.date().isoformat())
         counts[day] = counts.get(day, 0) + 1
-    with transaction.atomic():
+    # Nothing remembered for downloads depends on their log: these writes forget nothing.
+    with read_cache.writes_unremarked(), transaction.atomic():
         DownloadEvent.objects.bulk_create(events)
         with connection.cursor() as cursor:
             cursor.executemany(

@@ -137,7 +137,7 @@ def _phase_current(file: File | None) -> bool:
 def _file_max_age(file: File | None) -> float:
     if file is not None and file.artifact.version.is_sealed:
         return SEALED_FILE_MAX_AGE
-    return read_cache.MAX_AGE
+    return read_cache.KEEP
 
 
 def file_by_revision(*, org: str, name: str, revision: str, path: str) -> File | None:

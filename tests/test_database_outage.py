@@ -473,10 +473,13 @@ def test_a_database_restart_fails_requests_cleanly_and_loses_no_work(tmp_path, c
                 # When: the database stops.
                 traffic.stage = "outage"
                 postgres.stop()
+                # A download of a file the web process answered lately may still be answered
+                # from its memory of those reads (licensing.read_cache): no revocation can be
+                # written meanwhile. Everything else needs the database ("main" included).
                 wait_for(
-                    lambda: traffic.seen("outage", unavailable=True) == set(KINDS),
+                    lambda: traffic.seen("outage", unavailable=True) >= set(KINDS) - {"download"},
                     timeout=30,
-                    what="every kind of request to answer 503",
+                    what="every kind of request but downloads to answer 503",
                 )
                 ready = httpx.get(f"http://127.0.0.1:{web.port}/readyz", timeout=REQUEST_TIMEOUT)
                 assert ready.status_code == 503

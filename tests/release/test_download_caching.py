@@ -1,14 +1,16 @@
-"""The download path remembers its reads for at most a second per process
-(`licensing.read_cache`): a change made elsewhere takes effect within a second, one made in the
-same process on the very next request, and nothing time-bound is ever answered from memory."""
+"""The download path remembers its reads per process (`licensing.read_cache`): a change another
+process announces takes effect within a second, one made in the same process on the very next
+request, one made outside Weightgate within a minute, and nothing time-bound is ever answered
+from memory."""
 
 from datetime import timedelta
 
 import psycopg
 import pytest
+import redis
 import time_machine
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -28,6 +30,7 @@ def clock(monkeypatch):
     """read_cache's clock, standing still until a test moves it."""
     now = [1000.0]
     monkeypatch.setattr(read_cache, "_clock", lambda: now[0])
+    monkeypatch.setattr(read_cache, "_looked_at", float("-inf"))  # looks at its first use
     read_cache.forget()
     yield now
     read_cache.forget()
@@ -47,8 +50,8 @@ def holder(db):
     return client, user, version
 
 
-def elsewhere(sql: str, *params: object) -> None:
-    """A write by another process: its own connection, not this process's execute wrapper."""
+def outside(sql: str, *params: object) -> None:
+    """A write outside Weightgate (psql, say): its own connection, announcing nothing."""
     db = settings.DATABASES["default"]
     with psycopg.connect(
         host=db["HOST"],
@@ -59,6 +62,13 @@ def elsewhere(sql: str, *params: object) -> None:
         autocommit=True,
     ) as other:
         other.execute(sql, params)
+
+
+def elsewhere(sql: str, *params: object) -> None:
+    """A write by another Weightgate process: committed, then announced as its execute
+    wrapper does (not this process's)."""
+    outside(sql, *params)
+    redis.Redis.from_url(settings.REDIS_URL).incr(read_cache.GENERATION_KEY)
 
 
 def get(client: APIClient) -> int:
@@ -97,6 +107,56 @@ def test_a_withdrawal_by_another_process_hides_a_sealed_file_within_a_second(hol
     clock[0] += read_cache.MAX_AGE
 
     assert get(client) == 404  # kept longer than a second, but not past a phase change
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_an_announced_change_answers_are_kept_past_a_second(holder, clock):
+    client, user, _ = holder
+    assert get(client) == 200
+
+    outside("UPDATE licensing_grant SET revoked_at = now() WHERE user_id = %s", user.pk)
+    clock[0] += 30 * read_cache.MAX_AGE
+    kept = get(client)
+    clock[0] += read_cache.KEEP
+
+    assert kept == 200  # no process announced it: nothing was reloaded
+    assert get(client) == 403  # a write outside Weightgate is seen within KEEP
+
+
+@pytest.mark.django_db(transaction=True)
+def test_when_redis_cannot_tell_whether_anything_changed_answers_last_a_second(
+    holder, clock, settings
+):
+    client, user, _ = holder
+    assert get(client) == 200
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens there
+    read_cache._redis.cache_clear()
+    try:
+        outside("UPDATE licensing_grant SET revoked_at = now() WHERE user_id = %s", user.pk)
+        clock[0] += read_cache.MAX_AGE
+        status = get(client)
+    finally:
+        read_cache._redis.cache_clear()
+
+    assert status == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_transaction_announces_its_change_once(holder, clock):
+    _, _, version = holder
+    shared = redis.Redis.from_url(settings.REDIS_URL)
+    before = int(shared.get(read_cache.GENERATION_KEY) or 0)
+
+    with transaction.atomic():
+        GatePolicy.objects.filter(model=version.model).update(approval_mode="manual")
+        GatePolicy.objects.filter(model=version.model).update(approval_mode="auto")
+        announced_early = int(shared.get(read_cache.GENERATION_KEY) or 0) - before
+    with transaction.atomic():
+        GatePolicy.objects.filter(model=version.model).update(approval_mode="manual")
+        transaction.set_rollback(True)
+
+    assert announced_early == 0  # not before the commit: others would reload the old rows
+    assert int(shared.get(read_cache.GENERATION_KEY) or 0) - before == 1  # nothing rolled back
 
 
 def test_a_write_in_this_process_is_seen_on_the_next_request(holder, clock):
