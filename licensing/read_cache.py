@@ -51,7 +51,7 @@ _entries: dict[Hashable, tuple[float, int, Any]] = {}
 _generation = 0
 _lock = threading.Lock()
 _unremarked = threading.local()
-_shared_seen: bytes | None = None  # the shared generation at the last look
+_shared_seen: bytes | str | None = None  # the shared generation at the last look
 _looked_at = float("-inf")
 _look_lock = threading.Lock()
 
