@@ -1147,10 +1147,10 @@ def report(params: Params, results: Results) -> None:
         f"per worker, then cache hits"
     )
     say(
-        "  caches   tokens, grants, artifact phases and blob locations are remembered per worker "
-        "for at most 1 s (licensing.read_cache), a sealed version's file rows longer (checked "
-        "against the phases); SQL column: queries of one request with nothing remembered / "
-        "with everything remembered"
+        "  caches   tokens, grants, artifact phases, blob locations and file rows are remembered "
+        "per worker (licensing.read_cache) until a write anywhere is announced (each worker "
+        "looks once a second; the bench writes nothing meanwhile) or for a minute; SQL column: "
+        "queries of one request with nothing remembered / with everything remembered"
     )
     say(
         f"  machine  {os.cpu_count()} CPUs, {platform.platform(terse=True)}, Python "
@@ -1204,8 +1204,8 @@ def report(params: Params, results: Results) -> None:
             f"where a request's time goes: {results.profiles[0].count} requests of each kind in "
             "one process through Django's test client and the whole middleware stack, timed, "
             "then as many under cProfile (CPU ms per request; the profiler inflates everything). "
-            "Here one thread makes ~1,500 requests a second, so the 1 s memory mostly hits; a "
-            "server worker sees fewer requests per second and reloads a larger share"
+            "Redis round trips: for the units of the rate limit and quota, drawn 32 at a time, "
+            "and a GET's log entry"
         )
         header = f"{'':<48}" + "".join(f"{p.label:>24}" for p in results.profiles)
         say(header)

@@ -20,9 +20,9 @@ class TokenError(exceptions.AuthenticationFailed):
 
 def token_authenticate(raw: str, *, safe_method: bool = True) -> tuple[User, DownloadToken]:
     """The user and token behind `raw`, or TokenError. The row (one indexed query) is
-    remembered for at most a second (`licensing.read_cache`): a revocation or deactivation takes
-    effect within a second everywhere, and on the very next request in the process that made
-    it. Expiry is checked against the clock on every request."""
+    remembered (`licensing.read_cache`) until a change is announced: a revocation or
+    deactivation takes effect within a second everywhere, and on the very next request in the
+    process that made it. Expiry is checked against the clock on every request."""
     if not token_well_formed(raw):
         raise TokenError(
             "this is not a Weightgate token (wg_…); create one in your settings",

@@ -79,9 +79,10 @@ def grant_live_for(*, user: Any, model_id: int, now: datetime | None = None) -> 
 
 def grant_live_for_remembered(*, user: Any, model_id: int) -> Grant | None:
     """`grant_live_for` now, for the download path that asks it on every request: the answer is
-    remembered for at most a second (`licensing.read_cache`), so a revocation, a suspension or
-    a new license version takes effect within a second everywhere, and on the very next request
-    in the process that made it. A remembered grant that has expired since is never returned."""
+    remembered (`licensing.read_cache`) until a change is announced, so a revocation, a
+    suspension or a new license version takes effect within a second everywhere, and on the very
+    next request in the process that made it. A remembered grant that has expired since is never
+    returned."""
     if not user.is_authenticated:
         return None
     grant = read_cache.remembered(

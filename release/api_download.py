@@ -44,7 +44,7 @@ def file_lookup(request: Request, org: str, name: str, revision: str, path: str)
 
     The common case takes one query for the file (by version name or commit) and the decision,
     and most requests none: the token, file, grant and location reads are remembered per process
-    (`licensing.read_cache`, at most a second for anything that can change), and the throttle
+    (`licensing.read_cache`: a change anywhere is seen within a second), and the throttle
     mostly none either (units drawn from Redis in advance; a GET's log entry is one round trip).
     Anything the decision hides as 404, and
     anything not found, goes the slow way through the visibility selectors, so the answer says

@@ -56,7 +56,7 @@ def file_location(file: File) -> Location:
     """Where a file's bytes are served from: the public bucket once an open artifact's blob was
     copied there, else the verified blob in the private bucket, else (never published, e.g.
     proprietary for staff and partners) its staging object."""
-    # Remembered for at most a second (licensing.read_cache), like the file row itself.
+    # Remembered (licensing.read_cache) until a change is announced, like the file row itself.
     buckets = read_cache.remembered(
         ("buckets", file.sha256),
         lambda: frozenset(Blob.objects.filter(sha256=file.sha256).values_list("bucket", flat=True)),

@@ -114,12 +114,13 @@ def version_get_visible(*, user: Viewer, model: Model, revision: str) -> Version
 
 # A sealed version's files, artifacts, names and commit never change (the services and the
 # admin allow no edit), so its file rows are remembered for this long: what can change, the
-# artifact's phase, is checked on every use against phases at most a second old.
+# artifact's phase, is checked on every use against the remembered phases.
 SEALED_FILE_MAX_AGE = 300.0
 
 
 def _artifact_phases(version_id: int) -> dict[int, str]:
-    """Each artifact's phase, by id, for a version: at most a second old."""
+    """Each artifact's phase, by id, for a version (remembered: a change is seen within a
+    second)."""
     return read_cache.remembered(
         ("phases", version_id),
         lambda: dict(
@@ -143,10 +144,10 @@ def _file_max_age(file: File | None) -> float:
 def file_by_revision(*, org: str, name: str, revision: str, path: str) -> File | None:
     """A file by model, version name or commit, and path, in one query, with no regard to who
     asks: callers must decide access with `file_download_decision`. Remembered per process
-    (`licensing.read_cache`): a file of a sealed version as long as its artifact's phase, read
-    at most a second earlier, is still the one it was loaded with; anything else for at most a
-    second. A phase change takes effect within a second everywhere, at once in the process that
-    made it."""
+    (`licensing.read_cache`): a file of a sealed version for up to five minutes, as long as its
+    artifact's remembered phase is still the one it was loaded with; anything else until a change
+    is announced. A phase change takes effect within a second everywhere, at once in the process
+    that made it."""
 
     def load() -> File | None:
         files = (
