@@ -270,12 +270,18 @@ def test_gets_are_logged_in_batches_and_heads_are_not(world, clean_buffer):
     assert downloads_flush() == 0
 
 
+def token_client(user) -> tuple[APIClient, str]:
+    """A client sending a new token of `user`'s, and the token."""
+    _, clear = token_create(user=user, name="ci")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {clear}")
+    return client, clear
+
+
 def test_per_token_rate_limit_answers_429_with_retry_after(world, settings):
     settings.DOWNLOAD_RATE_PER_MINUTE = 2
     _, people = world
-    _, clear = token_create(user=people["grant_holder"], name="ci")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {clear}")
+    client, _ = token_client(people["grant_holder"])
     url = "/api/v1/models/acme/llm/versions/v1/files/o/part-0.bin"
 
     answers = [client.get(url, HTTP_PREFER="no-redirect") for _ in range(3)]
@@ -307,9 +313,7 @@ def _token_counter(clear: str) -> int:
 def test_heads_are_counted_in_advance_a_lease_at_a_time(world, settings):
     settings.DOWNLOAD_RATE_PER_MINUTE = 10_000
     _, people = world
-    _, clear = token_create(user=people["grant_holder"], name="ci")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {clear}")
+    client, clear = token_client(people["grant_holder"])
     url = "/api/v1/models/acme/llm/versions/v1/files/g/part-0.bin"
 
     assert client.head(url).status_code == 302
@@ -328,9 +332,7 @@ def test_processes_holding_units_never_let_more_than_the_limit_through(
     exactly the limit through or a few fewer, never more; near the limit units go one by one."""
     settings.DOWNLOAD_RATE_PER_MINUTE = 100
     _, people = world
-    _, clear = token_create(user=people["grant_holder"], name="ci")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {clear}")
+    client, clear = token_client(people["grant_holder"])
     url = "/api/v1/models/acme/llm/versions/v1/files/g/part-0.bin"
     processes: list[dict[str, int]] = [{}, {}]
 
