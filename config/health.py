@@ -14,7 +14,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def readyz(request: HttpRequest) -> JsonResponse:
     """Ready to serve: PostgreSQL, Redis and the object store all answer. 503 names the ones
     that do not, without their error text (which may hold hosts or credentials)."""
-    from release.distribution import redis_client
+    from config.redis_client import redis_client
     from release.storage import s3_client
 
     checks = {}

@@ -25,14 +25,14 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from functools import cache
 from typing import Any, TypeVar
 
 import redis
-from django.conf import settings
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
+
+from config.redis_client import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -56,15 +56,6 @@ _looked_at = float("-inf")
 _look_lock = threading.Lock()
 
 
-@cache
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
-    )
-
-
 def _look(now: float) -> None:
     """At most once a second: forget everything if another process announced a change since
     the last look, or if Redis cannot tell."""
@@ -73,7 +64,7 @@ def _look(now: float) -> None:
         return  # looked recently, or another thread is looking right now
     try:
         try:
-            seen = _redis().get(GENERATION_KEY)
+            seen = redis_client().get(GENERATION_KEY)
             moved = seen != _shared_seen
         except redis.RedisError:
             seen, moved = None, True
@@ -141,7 +132,7 @@ def _announce() -> None:
     """Tell every process that something changed (after the commit: they reload what was
     committed). Without Redis they cannot hear it: their answers lapse after `KEEP`."""
     try:
-        _redis().incr(GENERATION_KEY)
+        redis_client().incr(GENERATION_KEY)
     except redis.RedisError as error:
         logger.warning("read cache: change not announced (%s)", type(error).__name__)
 

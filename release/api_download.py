@@ -46,9 +46,9 @@ def file_lookup(request: Request, org: str, name: str, revision: str, path: str)
     and most requests none: the token, file, grant and location reads are remembered per process
     (`licensing.read_cache`: a change anywhere is seen within a second), and the throttle
     mostly none either (units drawn from Redis in advance; a GET's log entry is one round trip).
-    Anything the decision hides as 404, and
-    anything not found, goes the slow way through the visibility selectors, so the answer says
-    model, version or file not found without revealing what the caller may not see."""
+    Anything the decision hides as 404, and anything not found, goes the slow way through the
+    visibility selectors, so the answer says model, version or file not found without revealing
+    what the caller may not see."""
     file = selectors.file_by_revision(org=org, name=name, revision=revision, path=path)
     token = request_token(request)
     if file is not None:

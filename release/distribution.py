@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from redis.commands.core import Script
 
+from config.redis_client import redis_client
 from licensing import read_cache
 from release.models import Blob, DownloadEvent, File, blob_key
 from release.storage import s3_client
@@ -34,15 +35,6 @@ UNAVAILABLE_RETRY_AFTER = 10  # seconds
 _URL_CACHE_MAX = 20_000
 _url_cache: dict[tuple[str, str, str], tuple[str, float]] = {}
 _url_lock = threading.Lock()
-
-
-@cache
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
-    )
 
 
 @dataclass(frozen=True)
@@ -103,7 +95,7 @@ class Throttle:
     allowed: bool
     retry_after: int = 0  # seconds
     message: str = ""
-    unavailable: bool = False  # Redis could not be reached: nothing was counted
+    unavailable: bool = False  # Redis could not be reached: refused, nothing logged
 
 
 # Draws units from each counter in turn (KEYS[i]: window ARGV[3i-1] seconds, limit ARGV[3i],

@@ -144,13 +144,12 @@ def _reset_celery_producer() -> None:
 @contextmanager
 def redis_pointed_at(server: Redis) -> Iterator[None]:
     """This process's cache, download throttle and Celery broker on `server`."""
-    from licensing import read_cache
+    from config.redis_client import redis_client
     from release import distribution
 
     def forget_clients() -> None:
-        distribution.redis_client.cache_clear()
+        redis_client.cache_clear()
         distribution._throttle_script.cache_clear()
-        read_cache._redis.cache_clear()
 
     previous_broker = app.conf.broker_url
     with override_settings(

@@ -35,6 +35,7 @@ from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from django.utils import timezone
 
+from config.redis_client import redis_client
 from licensing import access
 from licensing.keys import signing_key_ensure
 from licensing.models import (
@@ -1066,7 +1067,7 @@ def clients(
             client.force_login(world.people[role])
         out[role] = client
     yield out
-    distribution.redis_client().delete(buffer)
+    redis_client().delete(buffer)
 
 
 # --- Asking every cell ----------------------------------------------------------------------------

@@ -35,7 +35,8 @@ from rest_framework.views import APIView
 from bench.catalog_api import gunicorn_running
 from config.celery import app
 from config.outages import TASK_RETRIES, database_unavailable
-from release.distribution import BUFFER_KEY, redis_client
+from config.redis_client import redis_client
+from release.distribution import BUFFER_KEY
 from release.tasks import downloads_flush, heartbeat
 from tests.celery_worker import TEST_QUEUE, WORKER_LOG, celery_worker, wait_for
 from tests.private_services import free_port, private_postgres, private_redis, redis_pointed_at

@@ -23,8 +23,9 @@ from rest_framework.test import APIClient
 
 from config import request_id
 from config.logs import logging_config
+from config.redis_client import redis_client
 from release import services
-from release.distribution import BUFFER_KEY, redis_client
+from release.distribution import BUFFER_KEY
 from release.models import Phase
 from release.services.unlocks import unlock_advance, unlock_push_file
 from tests.celery_worker import WORKER_LOG, celery_worker, wait_for

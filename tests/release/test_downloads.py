@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rest_framework.test import APIClient
 
+from config.redis_client import redis_client
 from licensing import access
 from licensing.keys import signing_key_ensure
 from licensing.models import GatePolicy, PartnerOrganisation
 from licensing.tokens import token_create, token_hash, token_revoke
 from release import distribution
-from release.distribution import BUFFER_KEY, LEASE_UNITS, downloads_flush, redis_client
+from release.distribution import BUFFER_KEY, LEASE_UNITS, downloads_flush
 from release.models import DownloadDaily, DownloadEvent, Phase
 from release.sample_weights import sample_tokenizer_files
 from tests.factories import make_release, make_user
