@@ -21,7 +21,6 @@ from weightgate_cli.config import (
     endpoint_normalise,
 )
 from weightgate_cli.download import (
-    DEFAULT_CHUNK_SIZE,
     DEFAULT_THRESHOLD,
     Options,
     download,
@@ -120,9 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _env_size(name: str, default: int) -> int:
+def _env_size(name: str) -> int | None:
     raw = os.environ.get(name)
-    return size_parse(raw) if raw else default
+    return size_parse(raw) if raw else None
 
 
 def _read_pem(path: Path | None) -> str | None:
@@ -172,8 +171,8 @@ def command_download(args: argparse.Namespace, console: Console) -> int:
         workers=args.workers,
         verify_signature=not args.no_verify_signature,
         public_key=_read_pem(args.public_key),
-        chunk_size=_env_size("WEIGHTGATE_CHUNK_SIZE", DEFAULT_CHUNK_SIZE),
-        threshold=_env_size("WEIGHTGATE_PARALLEL_THRESHOLD", DEFAULT_THRESHOLD),
+        chunk_size=_env_size("WEIGHTGATE_CHUNK_SIZE"),
+        threshold=_env_size("WEIGHTGATE_PARALLEL_THRESHOLD") or DEFAULT_THRESHOLD,
         quiet=args.quiet,
     )
     found = credentials(endpoint=args.endpoint, token=args.token)

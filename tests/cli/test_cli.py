@@ -35,7 +35,13 @@ from tests.staging import ingest_now, overwrite
 from weightgate_cli import download as download_module
 from weightgate_cli.catalog import RemoteFile, files_select
 from weightgate_cli.config import config_load
-from weightgate_cli.download import InOrderDigest, PartFile, size_parse
+from weightgate_cli.download import (
+    DEFAULT_THRESHOLD,
+    InOrderDigest,
+    PartFile,
+    range_size,
+    size_parse,
+)
 from weightgate_cli.errors import CliError
 from weightgate_cli.main import main
 
@@ -615,6 +621,27 @@ def test_globs_sizes_and_unsafe_listings():
     ):
         with pytest.raises(CliError, match="refused"):
             RemoteFile.parse({"path": unsafe, "size": 1, "sha256": "0" * 64})
+
+
+@pytest.mark.django_db(transaction=False)
+def test_files_are_split_only_as_far_as_it_keeps_every_connection_busy(tmp_path):
+    def ranges(size, chunk):
+        part = PartFile(tmp_path / f"{size}-{chunk}", RemoteFile("w", size, "0" * 64, "a"))
+        part.open(chunk_size=chunk, threshold=DEFAULT_THRESHOLD)
+        return [(start, end) for start, end, _ in part.ranges]
+
+    shard = 64 * MiB + 80  # a safetensors shard: 64 MiB of weights and its header
+    # eight shards on eight connections: one range each, as parallel curl would fetch them
+    assert ranges(shard, range_size(8 * shard, 8)) == [(0, shard)]
+    # one large file: one range per connection, equal, tiling the file
+    cuts = ranges(8 * shard, range_size(8 * shard, 8))
+    assert [end - start for start, end in cuts] == [shard] * 8
+    assert [start for start, _ in cuts] == [i * shard for i in range(8)]
+    # two connections for 200 MiB: 100 MiB ranges; small downloads never below the minimum
+    assert len(ranges(200 * MiB, range_size(200 * MiB, 2))) == 2
+    assert range_size(100 * MiB, 8) == download_module.MIN_RANGE
+    # at or under the threshold a file is one range, whatever the range size
+    assert ranges(DEFAULT_THRESHOLD, MiB) == [(0, DEFAULT_THRESHOLD)]
 
 
 @pytest.mark.django_db(transaction=False)
