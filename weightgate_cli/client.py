@@ -1,22 +1,19 @@
-"""HTTP to the Weightgate API: one pooled HTTP/1.1 client, retries with backoff for network
-errors and 502/503/504, waits out a 429's Retry-After, and turns the server's error body
-({"error": {"code", "message"}} or the Hub's {"error": "..."}) into an error with the exit
-status that fits."""
+"""HTTP to the Weightgate API: keep-alive HTTP/1.1 connections (`transport.Transport`), retries
+with backoff for network errors and 502/503/504, waits out a 429's Retry-After, and turns the
+server's error body ({"error": {"code", "message"}} or the Hub's {"error": "..."}) into an error
+with the exit status that fits."""
 
 import os
 import random
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
-from urllib.parse import quote, urlsplit
-
-import httpx2 as httpx
+from urllib.parse import quote, urlencode, urlsplit
 
 from weightgate_cli.config import Credentials
 from weightgate_cli.errors import AccessError, CliError, NotFoundError, UsageError
+from weightgate_cli.transport import Reply, TransferError, Transport
 
 USER_AGENT = "weightgate-cli/0.1"
 RETRY_STATUSES = {502, 503, 504}
@@ -59,7 +56,7 @@ class Tuning:
         return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 (jitter, not secrets)
 
 
-def server_message(response: httpx.Response) -> str:
+def server_message(response: Reply) -> str:
     """The person-readable reason a server gave, whatever shape it came in."""
     message = ""
     if "json" in response.headers.get("content-type", ""):
@@ -81,14 +78,14 @@ def server_message(response: httpx.Response) -> str:
     return message or f"HTTP {response.status_code} {response.reason_phrase}"
 
 
-def retry_after(response: httpx.Response) -> float:
+def retry_after(response: Reply) -> float:
     try:
         return max(0.0, float(response.headers.get("Retry-After", "")))
     except ValueError:
         return 1.0
 
 
-def error_for(response: httpx.Response, what: str) -> CliError:
+def error_for(response: Reply, what: str) -> CliError:
     return status_error(response.status_code, what, server_message(response))
 
 
@@ -114,35 +111,19 @@ class Api:
         credentials: Credentials,
         *,
         tuning: Tuning | None = None,
-        pool: int = 8,
         notice: Callable[[str], None] | None = None,
     ) -> None:
         self.endpoint = credentials.endpoint
         self.token = credentials.token
         self.tuning = tuning or Tuning.from_env()
         self.notice = notice or (lambda message: None)
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        self.headers = {"Accept": "application/json"}
         if credentials.token:
-            headers["Authorization"] = f"Bearer {credentials.token}"
-        self.client = httpx.Client(
-            base_url=self.endpoint,
-            headers=headers,
-            # An http:// endpoint never needs one: this client follows no redirect.
-            verify=self.ssl_context if self.endpoint.startswith("https:") else False,
-            timeout=httpx.Timeout(self.tuning.timeout),
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-            # A redirect from the API would carry the token to wherever it points.
-            follow_redirects=False,
-        )
-
-    @cached_property
-    def ssl_context(self) -> ssl.SSLContext:
-        """One TLS context for every client of the process, built only when something speaks
-        TLS: each costs ~40 ms of CPU to build."""
-        return httpx.create_ssl_context()
+            self.headers["Authorization"] = f"Bearer {credentials.token}"
+        self.transport = Transport(timeout=self.tuning.timeout, user_agent=USER_AGENT)
 
     def close(self) -> None:
-        self.client.close()
+        self.transport.close()
 
     def __enter__(self) -> "Api":
         return self
@@ -158,21 +139,25 @@ class Api:
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         allow: tuple[int, ...] = (),
-    ) -> httpx.Response:
+    ) -> Reply:
         """GET `path` (relative to the endpoint). Statuses in `allow` are returned to the
         caller instead of raised."""
+        url = self.endpoint.rstrip("/") + path + (f"?{urlencode(params)}" if params else "")
         attempt = 0
         while True:
             try:
-                response = self.client.get(path, params=params, headers=headers)
-            except httpx.TransportError as error:
+                # Never a redirect: it would carry the token to wherever it points.
+                response = self.transport.fetch(
+                    url, {**self.headers, **(headers or {})}, follow_redirects=False
+                )
+            except TransferError as error:
                 if attempt >= self.tuning.retries:
                     raise CliError(
-                        f"{what}: cannot reach {self.endpoint} ({error.__class__.__name__}: "
-                        f"{error}) after {attempt + 1} attempts"
+                        f"{what}: cannot reach {self.endpoint} ({error}) after {attempt + 1} "
+                        "attempts"
                     ) from error
                 wait = self.tuning.delay(attempt)
-                self.notice(f"{what}: {error.__class__.__name__}; retrying in {wait:.1f}s")
+                self.notice(f"{what}: {error}; retrying in {wait:.1f}s")
                 time.sleep(wait)
                 attempt += 1
                 continue

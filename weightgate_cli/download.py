@@ -29,22 +29,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-from rich.console import Console
-from rich.filesize import decimal
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING, Any
 
 from weightgate_cli.catalog import RemoteFile, files_list, files_select, version_resolve
 from weightgate_cli.client import USER_AGENT, Api, Tuning, quote_path, status_error
+from weightgate_cli.console import Console, size_text
 from weightgate_cli.errors import (
     AccessError,
     CliError,
@@ -52,14 +41,18 @@ from weightgate_cli.errors import (
     UsageError,
     VerificationError,
 )
-from weightgate_cli.storage import BUFFER_SIZE, Storage, TransferError, readinto, store_message
+from weightgate_cli.transport import BUFFER_SIZE, TransferError, Transport, readinto, store_message
 from weightgate_cli.verify import (
     SavedSignature,
     manifest_write,
     sha256_file,
     signatures_check,
     signatures_fetch,
+    signed_digests,
 )
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 MiB = 1024 * 1024
 MIN_RANGE = 32 * MiB  # the smallest range a file is split into when none is set
@@ -305,11 +298,7 @@ class Downloader:
         self.tuning: Tuning = api.tuning
         self.abort = threading.Event()
         # Never the API token: URLs carry their own.
-        self.storage = Storage(
-            ssl_context=lambda: api.ssl_context,  # the API client's, built once if ever
-            timeout=self.tuning.timeout,
-            user_agent=USER_AGENT,
-        )
+        self.storage = Transport(timeout=self.tuning.timeout, user_agent=USER_AGENT)
         self.progress: Progress | None = None
         self.overall: TaskID | None = None
         self.bytes_fetched = 0
@@ -322,20 +311,15 @@ class Downloader:
         if self.options.quiet or not self.console.is_terminal:
             yield
             return
-        self.progress = Progress(
-            TextColumn("{task.description}", table_column=None),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-        )
-        self.overall = self.progress.add_task("[bold]total", total=total)
-        with self.progress:
-            yield
-        self.progress = None
+        with self.console.progress() as bars:
+            self.progress = bars
+            self.overall = bars.add_task("[bold]total", total=total)
+            try:
+                yield
+            finally:
+                self.progress = None
 
-    def _advance(self, task: TaskID | None, count: int) -> None:
+    def _advance(self, task: "TaskID | None", count: int) -> None:
         if not count:
             return
         with self._count_lock:
@@ -348,7 +332,7 @@ class Downloader:
 
     def _note(self, message: str) -> None:
         if not self.options.quiet:
-            self.console.print(message, highlight=False, markup=False)
+            self.console.print(message)
 
     # --- one range --------------------------------------------------------------------------
 
@@ -384,7 +368,7 @@ class Downloader:
             self._url(job)
             return True
 
-    def _fetch_range(self, job: FileJob, index: int, task: TaskID | None) -> None:
+    def _fetch_range(self, job: FileJob, index: int, task: "TaskID | None") -> None:
         remote = job.remote
         attempt = 0
         while True:
@@ -443,7 +427,7 @@ class Downloader:
         response: http.client.HTTPResponse,
         position: int,
         end: int,
-        task: TaskID | None,
+        task: "TaskID | None",
     ) -> int:
         """Write a range's body at `position` and hash it on the way; where it stopped."""
         unreported = 0  # the progress bars hear of bytes a MiB at a time, not per read
@@ -485,7 +469,7 @@ class Downloader:
         part = PartFile(target, remote)
         already = part.open(chunk_size=self.chunk_size, threshold=self.options.threshold)
         if already:
-            here = f"{decimal(already)} of {decimal(remote.size)}"
+            here = f"{size_text(already)} of {size_text(remote.size)}"
             self._note(f"{remote.path}: resuming, {here} already here")
         job = FileJob(remote, part, InOrderDigest(part))
         task = None
@@ -520,7 +504,7 @@ class Downloader:
             if self.progress is not None and task is not None:
                 self.progress.remove_task(task)
         if self.progress is None:
-            self._note(f"{remote.path}: {decimal(remote.size)} ok")
+            self._note(f"{remote.path}: {size_text(remote.size)} ok")
         return Outcome(remote, part)
 
     def _file_or_abort(self, remote: RemoteFile, ranges: ThreadPoolExecutor) -> Outcome:
@@ -550,24 +534,17 @@ class Downloader:
         self.chunk_size = options.chunk_size or range_size(total, options.workers)
         self._note(
             f"{options.repo_id}@{name} ({self.commit[:12]}): {len(selected)} files, "
-            f"{decimal(total)} → {self.directory}"
+            f"{size_text(total)} → {self.directory}"
         )
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wg-signature") as fetcher:
-            # The signatures depend on the listing only: fetched while the bytes flow.
-            signing: Future[list[SavedSignature]] | None = None
+            # The signatures depend on the listing only: fetched and verified while bytes flow.
+            signing: Future[tuple[list[SavedSignature], dict[str, str]]] | None = None
             if options.verify_signature:
-                signing = fetcher.submit(
-                    signatures_fetch,
-                    self.api,
-                    options.repo_id,
-                    self.commit,
-                    artifacts=sorted({f.artifact for f in selected}),
-                    public_key=options.public_key,
-                )
+                signing = fetcher.submit(self._signatures, selected)
             outcomes = self._download_all(selected, total)
-            signatures = signing.result() if signing is not None else []
+            signatures, signed = signing.result() if signing is not None else ([], {})
         if signing is not None:
-            signatures_check(signatures, {o.remote.path: o.remote.sha256 for o in outcomes})
+            signatures_check(signed, {o.remote.path: o.remote.sha256 for o in outcomes})
         for outcome in outcomes:  # only now do the files appear under their names
             if outcome.part is not None:
                 outcome.part.publish()
@@ -587,7 +564,8 @@ class Downloader:
         present = sum(1 for o in outcomes if o.part is None)
         fetched = self.bytes_fetched
         self._note(
-            f"Downloaded {decimal(fetched)} in {elapsed:.1f}s ({decimal(int(fetched / elapsed))}/s)"
+            f"Downloaded {size_text(fetched)} in {elapsed:.1f}s "
+            f"({size_text(int(fetched / elapsed))}/s)"
             + (f"; {present} files were already in place" if present else "")
             + "; sha256 of every file matches the release"
             + (
@@ -598,6 +576,20 @@ class Downloader:
         )
         print(self.directory)
         return 0
+
+    def _signatures(
+        self, selected: list[RemoteFile]
+    ) -> tuple[list[SavedSignature], dict[str, str]]:
+        """The signatures of the selected files' artifacts and the digests they sign (each
+        bundle checked against its key)."""
+        signatures = signatures_fetch(
+            self.api,
+            self.options.repo_id,
+            self.commit,
+            artifacts=sorted({f.artifact for f in selected}),
+            public_key=self.options.public_key,
+        )
+        return signatures, signed_digests(signatures)
 
     def _download_all(self, selected: list[RemoteFile], total: int) -> list[Outcome]:
         workers = self.options.workers
@@ -637,7 +629,7 @@ class Downloader:
             raise first_refusal
         if real:
             for _remote, error in real[1:]:
-                self.console.print(f"✗ {_message(error)}", highlight=False, markup=False)
+                self.console.print(f"✗ {_message(error)}")
             first = real[0][1]
             if len(real) > 1:
                 raise _with_message(

@@ -9,11 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from licensing.grant_format import grant_verify_offline
 from weightgate_cli.client import Api
 from weightgate_cli.config import Credentials, credentials
+from weightgate_cli.console import Console
 from weightgate_cli.errors import UsageError, VerificationError
 
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
@@ -78,8 +77,6 @@ def grant_verify(
     console.print(
         f"grant valid: {claims.get('jti')} for user {claims.get('sub')} on {claims.get('model')} "
         f"({', '.join(claims.get('artifacts') or [])}) under {license_.get('id')} "
-        f"{license_.get('version')}" + (f", expires {expires}" if expires else ", no expiry"),
-        highlight=False,
-        markup=False,
+        f"{license_.get('version')}" + (f", expires {expires}" if expires else ", no expiry")
     )
     return 0

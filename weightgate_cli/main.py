@@ -8,8 +8,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.console import Console
-
 from weightgate_cli.catalog import repo_id_check
 from weightgate_cli.client import Api
 from weightgate_cli.config import (
@@ -20,6 +18,7 @@ from weightgate_cli.config import (
     credentials,
     endpoint_normalise,
 )
+from weightgate_cli.console import Console
 from weightgate_cli.download import (
     DEFAULT_THRESHOLD,
     Options,
@@ -152,9 +151,7 @@ def command_login(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"Logged in to {endpoint} as {me['name']}"
         + (f" (token {display!r})" if display else "")
-        + f"; saved in {path}",
-        highlight=False,
-        markup=False,
+        + f"; saved in {path}"
     )
     return 0
 
@@ -176,8 +173,8 @@ def command_download(args: argparse.Namespace, console: Console) -> int:
         quiet=args.quiet,
     )
     found = credentials(endpoint=args.endpoint, token=args.token)
-    notice = None if args.quiet else (lambda m: console.print(m, highlight=False, markup=False))
-    with Api(found, pool=args.workers, notice=notice) as api:
+    notice = None if args.quiet else console.print
+    with Api(found, notice=notice) as api:
         return download(api, options, console)
 
 
@@ -191,7 +188,7 @@ def command_verify(args: argparse.Namespace, console: Console) -> int:
     try:
         return verify_folder(
             args.dir,
-            console=Console(quiet=args.quiet, soft_wrap=True),
+            console=Console(quiet=args.quiet),
             model=args.model,
             revision=args.revision,
             api=api,
@@ -209,7 +206,7 @@ def command_grant_verify(args: argparse.Namespace, console: Console) -> int:
 
     return grant_verify(
         args.grant,
-        console=Console(quiet=args.quiet, soft_wrap=True),
+        console=Console(quiet=args.quiet),
         endpoint=args.endpoint,
         jwks=args.jwks,
         revocations=args.revocations,
@@ -222,8 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2)
         return int(exit_.code or 0)
-    console = Console(stderr=True, quiet=getattr(args, "quiet", False), soft_wrap=True)
-    errors = Console(stderr=True, soft_wrap=True)
+    console = Console(stderr=True, quiet=getattr(args, "quiet", False))
+    errors = Console(stderr=True)
     handlers = {
         "login": command_login,
         "download": command_download,
@@ -233,15 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args, console)
     except CliError as error:
-        errors.print(f"weightgate: error: {error.message}", highlight=False, markup=False)
+        errors.print(f"weightgate: error: {error.message}")
         return error.exit_code
     except KeyboardInterrupt:
-        errors.print(
-            "weightgate: interrupted; run the same command again to resume",
-            highlight=False,
-            markup=False,
-        )
+        errors.print("weightgate: interrupted; run the same command again to resume")
         return EXIT_INTERRUPTED
     except OSError as error:  # a full disk, a folder we may not write
-        errors.print(f"weightgate: error: {error}", highlight=False, markup=False)
+        errors.print(f"weightgate: error: {error}")
         return EXIT_OTHER

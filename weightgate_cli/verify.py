@@ -13,11 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from rich.console import Console
-
-from release.signature_format import SignatureError, signature_verify
 from weightgate_cli.catalog import MANIFEST_DIR, files_list, version_resolve
 from weightgate_cli.client import Api
+from weightgate_cli.console import Console
 from weightgate_cli.errors import UsageError, VerificationError
 
 MANIFEST_NAME = "manifest.json"
@@ -94,6 +92,10 @@ def signatures_fetch(
 
 def signed_digests(signatures: list[SavedSignature]) -> dict[str, str]:
     """Every (path → sha256) the bundles sign, after checking each bundle against its key."""
+    # Imported here: `cryptography` is ~15 ms of start-up, and `weightgate download` verifies on
+    # a side thread while the bytes flow.
+    from release.signature_format import SignatureError, signature_verify
+
     signed: dict[str, str] = {}
     for saved in signatures:
         try:
@@ -109,9 +111,8 @@ def signed_digests(signatures: list[SavedSignature]) -> dict[str, str]:
     return signed
 
 
-def signature_problems(signatures: list[SavedSignature], digests: dict[str, str]) -> list[str]:
-    """What does not match the signature: files it does not list, or lists with another digest."""
-    signed = signed_digests(signatures)
+def digest_problems(signed: dict[str, str], digests: dict[str, str]) -> list[str]:
+    """What does not match the signed digests: files they do not list, or list otherwise."""
     problems = []
     for path, digest in sorted(digests.items()):
         if path not in signed:
@@ -121,8 +122,8 @@ def signature_problems(signatures: list[SavedSignature], digests: dict[str, str]
     return problems
 
 
-def signatures_check(signatures: list[SavedSignature], digests: dict[str, str]) -> None:
-    problems = signature_problems(signatures, digests)
+def signatures_check(signed: dict[str, str], digests: dict[str, str]) -> None:
+    problems = digest_problems(signed, digests)
     if problems:
         raise VerificationError(
             "signature verification failed; the files were kept as .part and not published:\n  "
@@ -286,7 +287,8 @@ def verify_folder(
     if signatures:
         # The signature is checked against what is on disk, not against the manifest's copy of
         # the digests: a manifest edited to match a changed file does not hide the change.
-        problems += [f"signature: {p}" for p in signature_problems(signatures, actual)]
+        signed = signed_digests(signatures)
+        problems += [f"signature: {p}" for p in digest_problems(signed, actual)]
     label = (
         f"{manifest.get('model')}@{manifest.get('revision')} ({str(manifest.get('commit'))[:12]})"
     )
@@ -296,14 +298,10 @@ def verify_folder(
     console.print(
         f"{directory}: {len(present)} files match {label}"
         + (f"; signature verified (key {kids})" if signatures else "; no signature saved")
-        + (f"; {len(extra)} extra files ignored" if extra else ""),
-        highlight=False,
-        markup=False,
+        + (f"; {len(extra)} extra files ignored" if extra else "")
     )
     if not signatures:
         console.print(
-            "warning: downloaded with --no-verify-signature; only the digests were checked",
-            highlight=False,
-            markup=False,
+            "warning: downloaded with --no-verify-signature; only the digests were checked"
         )
     return 0

@@ -1,26 +1,30 @@
-"""GETs of byte ranges from the object store, over the standard library's `http.client`.
+"""HTTP/1.1 GETs over the standard library's `http.client`, for the API and the object store.
 
-A presigned URL needs nothing but a plain GET, and this is where a download spends its CPU.
+A presigned URL needs nothing but a plain GET, and that is where a download spends its CPU.
 `http.client` reads a body straight into a buffer we own (`readinto`, several MiB at a time), so
 each byte is copied once from the socket and once to the disk, and the Python loop turns once
 per buffer; httpx turned it once per socket read, through h11, copying each byte several times
 (bench/downloads.py (c), 8 x 64 MiB: the whole CLI run went from 1.09 s to 0.86 s, and the
-transfer alone, in a bare loop like this one, takes 0.45 s against curl's 0.48 s). The API,
-with its JSON, retries and messages, stays on httpx.
+transfer alone, in a bare loop like this one, takes 0.45 s against curl's 0.48 s). The API's
+small JSON answers take the same road (`fetch`): importing httpx cost every run ~50 ms.
 
-Connections are kept alive per thread (each range thread fetches one range at a time) and go
-through the proxy the environment names (`https_proxy`, `http_proxy`, `no_proxy`), like httpx's.
+Connections are kept alive per thread and host, and go through the proxy the environment names
+(`https_proxy`, `http_proxy`, `no_proxy`). Redirects are followed only when asked: an API
+redirect would carry the token to wherever it points.
 """
 
 import base64
 import http.client
+import json
 import re
 import ssl
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from weightgate_cli.errors import CliError
@@ -71,13 +75,35 @@ class _Connection:
     used: bool = False
 
 
-class Storage:
-    """GETs on object-store URLs, one keep-alive connection per thread and host."""
+@dataclass(frozen=True)
+class Reply:
+    """A whole answer, read: the API's JSON, or an error page."""
 
-    def __init__(
-        self, *, ssl_context: Callable[[], ssl.SSLContext], timeout: float, user_agent: str
-    ) -> None:
-        self.ssl_context = ssl_context  # asked for only when a URL is https
+    status_code: int
+    reason_phrase: str
+    headers: http.client.HTTPMessage  # case-insensitive `get`
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(self.headers.get_content_charset() or "utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is not."""
+        return json.loads(self.content)
+
+
+@cache
+def ssl_context() -> ssl.SSLContext:
+    """One TLS context for the process, built only when something speaks TLS (each costs ~40 ms
+    of CPU): the system's trust store, or `SSL_CERT_FILE` / `SSL_CERT_DIR`, like curl."""
+    return ssl.create_default_context()
+
+
+class Transport:
+    """GETs, one keep-alive connection per thread and host."""
+
+    def __init__(self, *, timeout: float, user_agent: str) -> None:
         self.timeout = timeout
         self.user_agent = user_agent
         self.proxies = urllib.request.getproxies()  # the environment's, read once
@@ -108,7 +134,7 @@ class Storage:
         connection: http.client.HTTPConnection
         if secure or (proxy is not None and proxy.scheme == "https"):
             connection = http.client.HTTPSConnection(
-                host or "", port, timeout=self.timeout, context=self.ssl_context()
+                host or "", port, timeout=self.timeout, context=ssl_context()
             )
         else:
             connection = http.client.HTTPConnection(host or "", port, timeout=self.timeout)
@@ -159,15 +185,15 @@ class Storage:
         return response
 
     def _response(
-        self, url: str, headers: dict[str, str]
+        self, url: str, headers: dict[str, str], *, follow_redirects: bool
     ) -> tuple[SplitResult, http.client.HTTPResponse]:
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise CliError(f"the server gave a download URL that is not HTTP(S): {url[:80]!r}")
+                raise CliError(f"not an HTTP(S) URL: {url[:80]!r}")
             response = self._send(parts, headers)
             location = response.getheader("Location")
-            if response.status not in REDIRECTS or not location:
+            if not follow_redirects or response.status not in REDIRECTS or not location:
                 return parts, response
             try:
                 response.read()
@@ -177,16 +203,27 @@ class Storage:
         raise CliError(f"the object store redirected more than {MAX_REDIRECTS} times")
 
     @contextmanager
-    def get(self, url: str, headers: dict[str, str]) -> Iterator[http.client.HTTPResponse]:
-        """The response to a GET (redirects followed), its body for the block to read. A body
-        left unread closes the connection, which could not carry another request."""
-        parts, response = self._response(url, headers)
+    def get(
+        self, url: str, headers: dict[str, str], *, follow_redirects: bool = True
+    ) -> Iterator[http.client.HTTPResponse]:
+        """The response to a GET, its body for the block to read. A body left unread closes the
+        connection, which could not carry another request."""
+        parts, response = self._response(url, headers, follow_redirects=follow_redirects)
         try:
             yield response
         finally:
             if not response.isclosed():
                 response.close()
                 self._forget(parts)
+
+    def fetch(self, url: str, headers: dict[str, str], *, follow_redirects: bool) -> Reply:
+        """A GET whose whole (small) body is read; network failures are a TransferError."""
+        with self.get(url, headers, follow_redirects=follow_redirects) as response:
+            try:
+                content = response.read()
+            except _TRANSPORT_ERRORS as error:
+                raise transfer_error(error) from error
+        return Reply(response.status, response.reason, response.headers, content)
 
     def close(self) -> None:
         with self._lock:
