@@ -2,6 +2,7 @@
 be safe to write under the download folder), and the subset that --include/--exclude select."""
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import PurePosixPath
@@ -49,26 +50,33 @@ class RemoteFile:
         return cls(path, size, digest, str(item.get("artifact", "")))
 
 
-def version_resolve(api: Api, repo_id: str, revision: str | None) -> dict[str, Any]:
-    """The version to download: the one named (name or commit), else the newest visible."""
+def version_and_files(
+    api: Api, repo_id: str, revision: str | None
+) -> tuple[dict[str, Any], list[RemoteFile]]:
+    """The version a revision names (the newest visible without one) and its files. Both are
+    asked for at once: a sealed version's name and commit name the same files, and whatever is
+    fetched later by commit is checked against this listing and the commit's signature."""
     if revision is None:
         model = api.get_json(api.model_path(repo_id), what=f"model {repo_id}")
         versions = model.get("versions") if isinstance(model, dict) else None
         if not versions:
             raise NotFoundError(f"{repo_id} has no version you can see")
         revision = str(versions[0]["name"])
-    version = api.get_json(api.version_path(repo_id, revision), what=f"{repo_id}@{revision}")
-    if not isinstance(version, dict) or not isinstance(version.get("commit"), str):
-        raise CliError(f"{repo_id}@{revision}: the server sent no commit id")
-    return version
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wg-listing") as side:
+        listing = side.submit(files_list, api, repo_id, revision)
+        # Its errors first (no such version), the listing's (same cause) unheard.
+        version = api.get_json(api.version_path(repo_id, revision), what=f"{repo_id}@{revision}")
+        if not isinstance(version, dict) or not isinstance(version.get("commit"), str):
+            raise CliError(f"{repo_id}@{revision}: the server sent no commit id")
+        return version, listing.result()
 
 
-def files_list(api: Api, repo_id: str, commit: str) -> list[RemoteFile]:
+def files_list(api: Api, repo_id: str, revision: str) -> list[RemoteFile]:
     files = [
         RemoteFile.parse(item)
         for item in api.pages(
-            api.version_path(repo_id, commit) + "files/",
-            what=f"list files of {repo_id}@{commit[:12]}",
+            api.version_path(repo_id, revision) + "files/",
+            what=f"list files of {repo_id}@{revision[:12]}",
             params={"limit": "500"},
         )
     ]

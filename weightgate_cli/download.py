@@ -31,7 +31,7 @@ from itertools import pairwise
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from weightgate_cli.catalog import RemoteFile, files_list, files_select, version_resolve
+from weightgate_cli.catalog import RemoteFile, files_select, version_and_files
 from weightgate_cli.client import USER_AGENT, Api, Tuning, quote_path, status_error
 from weightgate_cli.console import Console, size_text
 from weightgate_cli.errors import (
@@ -519,11 +519,10 @@ class Downloader:
     def run(self) -> int:
         options = self.options
         started = time.monotonic()
-        version = version_resolve(self.api, options.repo_id, options.revision)
+        version, everything = version_and_files(self.api, options.repo_id, options.revision)
         self.commit = str(version["commit"])
         name = str(version.get("name") or self.commit)
         self.directory = options.directory or Path(options.repo_id.split("/")[1])
-        everything = files_list(self.api, options.repo_id, self.commit)
         selected = files_select(everything, include=options.include, exclude=options.exclude)
         if not selected:
             raise NotFoundError(

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from weightgate_cli.catalog import MANIFEST_DIR, files_list, version_resolve
+from weightgate_cli.catalog import MANIFEST_DIR, version_and_files
 from weightgate_cli.client import Api
 from weightgate_cli.console import Console
 from weightgate_cli.errors import UsageError, VerificationError
@@ -203,9 +203,8 @@ def _files_on_disk(directory: Path) -> set[str]:
 
 def _remote_manifest(api: Api, repo_id: str, revision: str | None) -> dict[str, Any]:
     """What a folder fetched some other way (e.g. with huggingface_hub) should hold."""
-    version = version_resolve(api, repo_id, revision)
+    version, files = version_and_files(api, repo_id, revision)
     commit = str(version["commit"])
-    files = files_list(api, repo_id, commit)
     signatures = signatures_fetch(
         api, repo_id, commit, artifacts={f.artifact for f in files if f.artifact}
     )
