@@ -181,6 +181,11 @@ class Api:
                 time.sleep(wait)
                 attempt += 1
                 continue
+            if 300 <= status < 400:
+                raise CliError(
+                    f"{what}: the server redirected to {response.headers.get('Location')!r}; "
+                    "not followed, as the request carries your token (is the endpoint right?)"
+                )
             if status >= 400:
                 raise error_for(response, what)
             return response

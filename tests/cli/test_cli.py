@@ -384,42 +384,82 @@ def test_open_files_download_anonymously_via_the_console_script(release, live_se
     assert "signature verified" in result.stderr
 
 
+def _relay(handler, host, port, target):
+    """Send the handler's GET on to host:port and its answer back."""
+    upstream = http.client.HTTPConnection(host, port, timeout=30)
+    headers = {k: v for k, v in handler.headers.items() if k.lower() != "proxy-connection"}
+    upstream.request("GET", target, headers=headers)
+    answer = upstream.getresponse()
+    body = answer.read()
+    handler.send_response(answer.status)
+    for name, value in answer.getheaders():
+        if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+            handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+    upstream.close()
+
+
+@contextlib.contextmanager
+def serving(do_get):
+    """A local HTTP/1.1 server calling `do_get(handler)` for every GET; its URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            do_get(self)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @contextlib.contextmanager
 def forward_proxy():
     """A plain-HTTP forward proxy (absolute-form GETs only), recording what it forwarded."""
     seen = []
 
-    class Forward(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def forward(handler):
+        target = urlsplit(handler.path)
+        seen.append(handler.path)
+        _relay(handler, target.hostname or "", target.port, f"{target.path}?{target.query}")
 
-        def do_GET(self):
-            target = urlsplit(self.path)
-            seen.append(self.path)
-            upstream = http.client.HTTPConnection(target.hostname or "", target.port, timeout=30)
-            headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
-            upstream.request("GET", f"{target.path}?{target.query}", headers=headers)
-            answer = upstream.getresponse()
-            body = answer.read()
-            self.send_response(answer.status)
-            for name, value in answer.getheaders():
-                if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            upstream.close()
+    with serving(forward) as url:
+        yield url, seen
 
-        def log_message(self, *args):
-            pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+@contextlib.contextmanager
+def front(upstream, answers):
+    """In front of `upstream`: a path's next answer from `answers` ({path: [status or
+    (status, Location)]}) is given instead of the upstream's; every path asked is recorded."""
+    seen = []
+    target = urlsplit(upstream)
+
+    def answer(handler):
+        path = urlsplit(handler.path).path
+        seen.append(path)
+        if answers.get(path):
+            status, *location = answers[path].pop(0)
+            handler.send_response(status)
+            for value in location:
+                handler.send_header("Location", value)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+        _relay(handler, target.hostname or "", target.port, handler.path)
+
+    with serving(answer) as url:
+        yield url, seen
 
 
 def test_downloads_go_through_the_proxy_the_environment_names(release, tmp_path, monkeypatch):
@@ -436,6 +476,34 @@ def test_downloads_go_through_the_proxy_the_environment_names(release, tmp_path,
     store = urlsplit(settings_module.S3_ENDPOINT_URL).netloc
     ranges = [url for url in seen if urlsplit(url).netloc == store]
     assert len(ranges) == -(-len(release["files"][SHARD]) // MiB)  # every 1 MiB range
+
+
+def test_the_api_is_retried_after_a_503_and_a_redirect_is_never_followed(
+    release, live_server, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    version = "/api/v1/models/acme/cli/versions/v1/"
+    elsewhere_seen = []
+    args = ["download", "acme/cli", "--revision", "v1", "--include", "config.json"]
+    with serving(lambda handler: elsewhere_seen.append(handler.headers.get("Authorization"))) as (
+        elsewhere
+    ):
+        # given a server that answers 503 once
+        with front(live_server.url, {version: [(503,)]}) as (endpoint, seen):
+            code = main([*args, "--endpoint", endpoint, "--dir", str(tmp_path / "a")])
+        assert code == 0, capsys.readouterr().err
+        assert seen.count(version) == 2  # asked again, then answered
+        assert (tmp_path / "a" / "config.json").read_bytes() == release["files"]["config.json"]
+
+        # given a server that redirects the API elsewhere
+        with front(live_server.url, {version: [(302, elsewhere + version)]}) as (endpoint, _):
+            code = main([*args, "--endpoint", endpoint, "--dir", str(tmp_path / "b")])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert "redirected" in err
+        assert "not followed" in err
+    assert elsewhere_seen == []  # the token went nowhere else
+    assert not (tmp_path / "b" / "config.json").exists()
 
 
 def test_an_object_store_refusal_says_what_the_store_said(release, tmp_path, monkeypatch, capsys):
