@@ -1247,7 +1247,8 @@ def report(params: Params, results: Results) -> None:
             "grant holder's token"
         )
         say(
-            "    weightgate: defaults (8 workers, ranges of at most 32 MiB above 64 MiB); "
+            "    weightgate: defaults (8 workers; files above 64 MiB split only as far as it keeps "
+            "every connection busy); "
             "huggingface_hub "
             f"2.4.0: snapshot_download(local_dir=...), 8 workers; curl: {CURL_PARALLEL} at once "
             "via xargs -P on URLs fetched with Prefer: no-redirect (timed from the first URL "
