@@ -2,7 +2,8 @@
 be safe to write under the download folder), and the subset that --include/--exclude select."""
 
 import re
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import PurePosixPath
@@ -14,6 +15,7 @@ from weightgate_cli.errors import CliError, NotFoundError, UsageError
 
 MANIFEST_DIR = ".weightgate"  # the CLI's own folder inside a download
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def repo_id_check(repo_id: str) -> str:
@@ -62,13 +64,27 @@ def version_and_files(
         if not versions:
             raise NotFoundError(f"{repo_id} has no version you can see")
         revision = str(versions[0]["name"])
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wg-listing") as side:
-        listing = side.submit(files_list, api, repo_id, revision)
-        # Its errors first (no such version), the listing's (same cause) unheard.
-        version = api.get_json(api.version_path(repo_id, revision), what=f"{repo_id}@{revision}")
-        if not isinstance(version, dict) or not isinstance(version.get("commit"), str):
-            raise CliError(f"{repo_id}@{revision}: the server sent no commit id")
-        return version, listing.result()
+    # The listing on a daemon thread: Ctrl-C (or a refusal here) does not wait for its retries.
+    listing: dict[str, Any] = {}
+    side = threading.Thread(
+        target=_into, args=(listing, files_list, api, repo_id, revision), daemon=True
+    )
+    side.start()
+    # Its errors first (no such version); the listing's (same cause) go unheard.
+    version = api.get_json(api.version_path(repo_id, revision), what=f"{repo_id}@{revision}")
+    if not isinstance(version, dict) or not isinstance(version.get("commit"), str):
+        raise CliError(f"{repo_id}@{revision}: the server sent no commit id")
+    side.join()
+    if "error" in listing:
+        raise listing["error"]
+    return version, listing["result"]
+
+
+def _into(into: dict[str, Any], function: Callable[..., Any], *args: Any) -> None:
+    try:
+        into["result"] = function(*args)
+    except BaseException as error:  # handed to the thread that waits for it
+        into["error"] = error
 
 
 def files_list(api: Api, repo_id: str, revision: str) -> list[RemoteFile]:
@@ -76,13 +92,18 @@ def files_list(api: Api, repo_id: str, revision: str) -> list[RemoteFile]:
         RemoteFile.parse(item)
         for item in api.pages(
             api.version_path(repo_id, revision) + "files/",
-            what=f"list files of {repo_id}@{revision[:12]}",
+            what=f"list files of {repo_id}@{_short(revision)}",
             params={"limit": "500"},
         )
     ]
     if len({f.path for f in files}) != len(files):
         raise CliError("the server listed a file twice")
     return files
+
+
+def _short(revision: str) -> str:
+    """A commit's first 12 hex digits, a version name whole."""
+    return revision[:12] if _COMMIT.fullmatch(revision) else revision
 
 
 def _pattern(glob: str) -> str:

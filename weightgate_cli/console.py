@@ -3,13 +3,19 @@ when there is a terminal to draw them on. rich is imported only then: it cost ev
 start-up, most of it for a script or a pipe that never shows a bar."""
 
 import os
+import re
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+
+# Control characters, but for tab and newline: a server's message printed as it came could move
+# the cursor or rewrite the line above (rich removed them too).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def size_text(size: int) -> str:
@@ -29,6 +35,7 @@ class Console:
         self.stderr = stderr
         self.quiet = quiet
         self._live: Progress | None = None
+        self._lock = threading.Lock()  # whole lines from every thread
 
     @property
     def file(self) -> TextIO:
@@ -43,10 +50,14 @@ class Console:
     def print(self, message: str) -> None:
         if self.quiet:
             return
-        if self._live is not None:  # above the bars, which are redrawn below it
-            self._live.console.print(message, highlight=False, markup=False, soft_wrap=True)
-        else:
-            print(message, file=self.file, flush=True)
+        message = _CONTROL.sub("", message)
+        live = self._live
+        if live is not None:  # above the bars, which are redrawn below it
+            live.console.print(message, highlight=False, markup=False, soft_wrap=True)
+            return
+        with self._lock:
+            self.file.write(message + "\n")
+            self.file.flush()
 
     @contextmanager
     def progress(self) -> "Iterator[Progress]":

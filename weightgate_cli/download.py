@@ -350,6 +350,8 @@ class Downloader:
             url = answer["url"]
         except (ValueError, KeyError, TypeError) as error:
             raise CliError(f"{remote.path}: the server did not answer a download URL") from error
+        if not str(url).startswith(("https://", "http://")):
+            raise CliError(f"{remote.path}: the server gave a download URL that is not HTTP(S)")
         if answer.get("sha256") != remote.sha256 or answer.get("size") != remote.size:
             raise VerificationError(
                 f"{remote.path}: the server's download answer does not match its own listing"
@@ -380,7 +382,8 @@ class Downloader:
             with job.url_lock:
                 url, generation = job.url, job.url_generation
             try:
-                with self.storage.get(url, {"Range": f"bytes={position}-{end - 1}"}) as response:
+                ranged = {"Range": f"bytes={position}-{end - 1}"}
+                with self.storage.get(url, ranged, follow_redirects=True) as response:
                     status = response.status
                     if status == 403:
                         message = store_message(response)
@@ -458,8 +461,8 @@ class Downloader:
     def _file(self, remote: RemoteFile, ranges: ThreadPoolExecutor) -> Outcome:
         if self.abort.is_set():
             raise Aborted
-        target = self.directory / Path(*PurePosixPath(remote.path).parts)
-        if target.is_file() and target.stat().st_size == remote.size:
+        target = self._target(remote)
+        if _in_place(target, remote):
             if sha256_file(target) == remote.sha256:
                 PartFile(target, remote).discard()  # leftovers of an earlier attempt
                 if self.progress is not None and self.overall is not None:
@@ -507,6 +510,9 @@ class Downloader:
             self._note(f"{remote.path}: {size_text(remote.size)} ok")
         return Outcome(remote, part)
 
+    def _target(self, remote: RemoteFile) -> Path:
+        return self.directory / Path(*PurePosixPath(remote.path).parts)
+
     def _file_or_abort(self, remote: RemoteFile, ranges: ThreadPoolExecutor) -> Outcome:
         try:
             return self._file(remote, ranges)
@@ -530,7 +536,10 @@ class Downloader:
                 + (" the --include/--exclude patterns" if everything else " (the version is empty)")
             )
         total = sum(f.size for f in selected)
-        self.chunk_size = options.chunk_size or range_size(total, options.workers)
+        # Shared among the connections: the bytes still to come (a file in place with its size
+        # is most likely one a new version did not change).
+        coming = sum(f.size for f in selected if not _in_place(self._target(f), f))
+        self.chunk_size = options.chunk_size or range_size(coming, options.workers)
         self._note(
             f"{options.repo_id}@{name} ({self.commit[:12]}): {len(selected)} files, "
             f"{size_text(total)} → {self.directory}"
@@ -637,6 +646,11 @@ class Downloader:
             assert first is not None
             raise first
         return [f.result() for f in futures]
+
+
+def _in_place(target: Path, remote: RemoteFile) -> bool:
+    """A file of the listed size is there (its sha256 decides whether it stays)."""
+    return target.is_file() and target.stat().st_size == remote.size
 
 
 def _message(error: BaseException | None) -> str:

@@ -16,8 +16,10 @@ redirect would carry the token to wherever it points.
 import base64
 import http.client
 import json
+import os
 import re
 import ssl
+import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -33,14 +35,21 @@ MiB = 1024 * 1024
 BUFFER_SIZE = 4 * MiB  # per range thread: 2-8 MiB measured alike, 1 MiB and below slower
 MAX_REDIRECTS = 5
 REDIRECTS = {301, 302, 303, 307, 308}
-# Whatever the network or the store's HTTP can do to us: refused, reset or timed-out sockets,
+# Whatever the network or a server's HTTP can do to us: refused, reset or timed-out sockets,
 # a connection closed mid-body (IncompleteRead), an answer that is not HTTP.
 _TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+# What a server's closing of an idle keep-alive connection looks like to the next request.
+_STALE_CONNECTION = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+)
 _S3_MESSAGE = re.compile(rb"<Message>([^<]{1,300})</Message>")
 
 
 class TransferError(Exception):
-    """The connection to the object store failed: worth another attempt, unlike a disk error."""
+    """The connection to a server failed: worth another attempt, unlike a disk error."""
 
 
 def transfer_error(error: BaseException) -> TransferError:
@@ -86,7 +95,11 @@ class Reply:
 
     @property
     def text(self) -> str:
-        return self.content.decode(self.headers.get_content_charset() or "utf-8", "replace")
+        charset = self.headers.get_content_charset() or "utf-8"
+        try:
+            return self.content.decode(charset, "replace")
+        except LookupError:  # a charset Python does not know
+            return self.content.decode("utf-8", "replace")
 
     def json(self) -> Any:
         """The body as JSON; ValueError when it is not."""
@@ -96,8 +109,22 @@ class Reply:
 @cache
 def ssl_context() -> ssl.SSLContext:
     """One TLS context for the process, built only when something speaks TLS (each costs ~40 ms
-    of CPU): the system's trust store, or `SSL_CERT_FILE` / `SSL_CERT_DIR`, like curl."""
-    return ssl.create_default_context()
+    of CPU), trusting as httpx did: `SSL_CERT_FILE` / `SSL_CERT_DIR` when set; on macOS and
+    Windows the system's own verifier (truststore, as pip does); elsewhere OpenSSL's default
+    locations, or certifi's bundle where a Python finds none there."""
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile or None, capath=capath or None)
+    if sys.platform in ("darwin", "win32"):
+        import truststore
+
+        return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context = ssl.create_default_context()
+    if not context.cert_store_stats()["x509_ca"]:
+        import certifi
+
+        context.load_verify_locations(certifi.where())
+    return context
 
 
 class Transport:
@@ -177,8 +204,8 @@ class Transport:
             response = connection.http.getresponse()
         except _TRANSPORT_ERRORS as error:
             self._forget(url)
-            if connection.used:
-                # The store closed a keep-alive connection while it sat idle: a new one, once.
+            if connection.used and isinstance(error, _STALE_CONNECTION):
+                # The server closed a keep-alive connection while it sat idle: a new one, once.
                 return self._send(url, headers)
             raise transfer_error(error) from error
         connection.used = True
@@ -190,7 +217,7 @@ class Transport:
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise CliError(f"not an HTTP(S) URL: {url[:80]!r}")
+                raise CliError(f"not an HTTP(S) URL: {url[:80]!r}")  # callers check theirs first
             response = self._send(parts, headers)
             location = response.getheader("Location")
             if not follow_redirects or response.status not in REDIRECTS or not location:
@@ -200,11 +227,11 @@ class Transport:
             except _TRANSPORT_ERRORS:
                 self._forget(parts)
             url = urljoin(url, location)
-        raise CliError(f"the object store redirected more than {MAX_REDIRECTS} times")
+        raise CliError(f"{parts.hostname} redirected more than {MAX_REDIRECTS} times")
 
     @contextmanager
     def get(
-        self, url: str, headers: dict[str, str], *, follow_redirects: bool = True
+        self, url: str, headers: dict[str, str], *, follow_redirects: bool
     ) -> Iterator[http.client.HTTPResponse]:
         """The response to a GET, its body for the block to read. A body left unread closes the
         connection, which could not carry another request."""

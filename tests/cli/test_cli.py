@@ -10,6 +10,7 @@ import json
 import os
 import random
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 import pytest
+import trustme
 from django.conf import settings as settings_module
 
 from licensing import access
@@ -44,6 +46,7 @@ from weightgate_cli.download import (
 )
 from weightgate_cli.errors import CliError
 from weightgate_cli.main import main
+from weightgate_cli.transport import TransferError, Transport, ssl_context
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -402,8 +405,9 @@ def _relay(handler, host, port, target):
 
 
 @contextlib.contextmanager
-def serving(do_get):
-    """A local HTTP/1.1 server calling `do_get(handler)` for every GET; its URL."""
+def serving(do_get, *, tls=None):
+    """A local HTTP/1.1 server calling `do_get(handler)` for every GET (over TLS with a server
+    context); its URL."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -415,10 +419,12 @@ def serving(do_get):
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -431,7 +437,7 @@ def forward_proxy():
 
     def forward(handler):
         target = urlsplit(handler.path)
-        seen.append(handler.path)
+        seen.append((handler.path, handler.headers.get("Authorization")))
         _relay(handler, target.hostname or "", target.port, f"{target.path}?{target.query}")
 
     with serving(forward) as url:
@@ -474,20 +480,57 @@ def test_downloads_go_through_the_proxy_the_environment_names(release, tmp_path,
     assert code == 0
     assert (tmp_path / SHARD).read_bytes() == release["files"][SHARD]
     store = urlsplit(settings_module.S3_ENDPOINT_URL).netloc
-    ranges = [url for url in seen if urlsplit(url).netloc == store]
+    ranges = [authorization for url, authorization in seen if urlsplit(url).netloc == store]
     assert len(ranges) == -(-len(release["files"][SHARD]) // MiB)  # every 1 MiB range
+    assert ranges == [None] * len(ranges)  # the token went to the API only
+    assert {a for url, a in seen if urlsplit(url).netloc != store} == {f"Bearer {release['token']}"}
+
+
+def test_without_a_set_range_size_connections_share_the_bytes(release, tmp_path, monkeypatch):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    monkeypatch.delenv("WEIGHTGATE_CHUNK_SIZE")  # the default plan (threshold still 1 MiB)
+    monkeypatch.setattr(download_module, "MIN_RANGE", 64 * 1024)
+    ranges = []
+    fetch_range = download_module.Downloader._fetch_range
+
+    def counted(self, job, index, task):
+        ranges.append(job.remote.path)
+        return fetch_range(self, job, index, task)
+
+    monkeypatch.setattr(download_module.Downloader, "_fetch_range", counted)
+    shards = sorted(p for p in release["files"] if p.endswith(".safetensors"))
+
+    # one connection: each shard whole
+    args = ["download", "acme/cli", "--include", "*.safetensors", "--dir", str(tmp_path / "a")]
+    assert main([*args, "--workers", "1"]) == 0
+    assert sorted(ranges) == shards
+
+    # eight connections for one shard: eight ranges
+    ranges.clear()
+    args = ["download", "acme/cli", "--include", SHARD, "--dir", str(tmp_path / "b")]
+    assert main([*args, "--workers", "8"]) == 0
+    assert ranges == [SHARD] * 8
+    assert (tmp_path / "b" / SHARD).read_bytes() == release["files"][SHARD]
 
 
 def test_the_api_is_retried_after_a_503_and_a_redirect_is_never_followed(
     release, live_server, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    monkeypatch.setenv("WEIGHTGATE_TIMEOUT", "5")
     version = "/api/v1/models/acme/cli/versions/v1/"
     elsewhere_seen = []
+
+    def elsewhere_answers(handler):
+        elsewhere_seen.append(handler.headers.get("Authorization"))
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", "2")
+        handler.end_headers()
+        handler.wfile.write(b"{}")
+
     args = ["download", "acme/cli", "--revision", "v1", "--include", "config.json"]
-    with serving(lambda handler: elsewhere_seen.append(handler.headers.get("Authorization"))) as (
-        elsewhere
-    ):
+    with serving(elsewhere_answers) as elsewhere:
         # given a server that answers 503 once
         with front(live_server.url, {version: [(503,)]}) as (endpoint, seen):
             code = main([*args, "--endpoint", endpoint, "--dir", str(tmp_path / "a")])
@@ -504,6 +547,42 @@ def test_the_api_is_retried_after_a_503_and_a_redirect_is_never_followed(
         assert "not followed" in err
     assert elsewhere_seen == []  # the token went nowhere else
     assert not (tmp_path / "b" / "config.json").exists()
+
+
+@pytest.mark.django_db(transaction=False)
+def test_https_is_verified_against_the_trusted_certificates(tmp_path, monkeypatch):
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate.configure_cert(server_context)
+
+    def hello(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", "5")
+        handler.end_headers()
+        handler.wfile.write(b"hello")
+
+    with serving(hello, tls=server_context) as url:
+        assert url.startswith("https://")
+        transport = Transport(timeout=5, user_agent="test")
+        try:
+            # given the server's authority is not trusted: refused, a TransferError
+            ssl_context.cache_clear()
+            trustme.CA().cert_pem.write_to_path(str(tmp_path / "another.pem"))
+            monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "another.pem"))
+            with pytest.raises(TransferError, match="CERTIFICATE_VERIFY_FAILED"):
+                transport.fetch(url + "/", {}, follow_redirects=False)
+
+            # given it is trusted
+            ssl_context.cache_clear()
+            authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+            monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+            reply = transport.fetch(url + "/", {}, follow_redirects=False)
+        finally:
+            transport.close()
+            ssl_context.cache_clear()
+    assert reply.status_code == 200
+    assert reply.content == b"hello"
 
 
 def test_an_object_store_refusal_says_what_the_store_said(release, tmp_path, monkeypatch, capsys):
