@@ -163,11 +163,8 @@ def test_the_saved_token_is_not_sent_to_another_endpoint(release, live_server, c
 # --- download -----------------------------------------------------------------------------------
 
 
-def test_download_of_a_sharded_gated_model_matches_digests_and_signature(
-    release, tmp_path, monkeypatch, capsys
-):
-    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
-    monkeypatch.setenv("FORCE_COLOR", "1")  # rich draws its progress bars as on a terminal
+def ranges_counted(monkeypatch):
+    """The path of every range the downloader fetches, in a list that fills as it goes."""
     ranges = []
     fetch_range = download_module.Downloader._fetch_range
 
@@ -176,6 +173,15 @@ def test_download_of_a_sharded_gated_model_matches_digests_and_signature(
         return fetch_range(self, job, index, task)
 
     monkeypatch.setattr(download_module.Downloader, "_fetch_range", counted)
+    return ranges
+
+
+def test_download_of_a_sharded_gated_model_matches_digests_and_signature(
+    release, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich draws its progress bars as on a terminal
+    ranges = ranges_counted(monkeypatch)
     folder = tmp_path / "model"
 
     code = main(["download", "acme/cli", "--dir", str(folder), "--workers", "4"])
@@ -490,14 +496,7 @@ def test_without_a_set_range_size_connections_share_the_bytes(release, tmp_path,
     monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
     monkeypatch.delenv("WEIGHTGATE_CHUNK_SIZE")  # the default plan (threshold still 1 MiB)
     monkeypatch.setattr(download_module, "MIN_RANGE", 64 * 1024)
-    ranges = []
-    fetch_range = download_module.Downloader._fetch_range
-
-    def counted(self, job, index, task):
-        ranges.append(job.remote.path)
-        return fetch_range(self, job, index, task)
-
-    monkeypatch.setattr(download_module.Downloader, "_fetch_range", counted)
+    ranges = ranges_counted(monkeypatch)
     shards = sorted(p for p in release["files"] if p.endswith(".safetensors"))
 
     # one connection: each shard whole
