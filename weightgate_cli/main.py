@@ -170,6 +170,8 @@ def command_download(args: argparse.Namespace, console: Console) -> int:
         public_key=_read_pem(args.public_key),
         chunk_size=_env_size("WEIGHTGATE_CHUNK_SIZE"),
         threshold=_env_size("WEIGHTGATE_PARALLEL_THRESHOLD") or DEFAULT_THRESHOLD,
+        direct_io=os.environ.get("WEIGHTGATE_DIRECT_IO", "1").strip().lower()
+        not in ("0", "false", "no", "off"),
         quiet=args.quiet,
     )
     found = credentials(endpoint=args.endpoint, token=args.token)

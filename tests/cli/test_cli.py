@@ -37,6 +37,7 @@ from tests.staging import ingest_now, overwrite
 from weightgate_cli import download as download_module
 from weightgate_cli.catalog import RemoteFile, files_select
 from weightgate_cli.config import config_load
+from weightgate_cli.disk import PartWriter
 from weightgate_cli.download import (
     DEFAULT_THRESHOLD,
     InOrderDigest,
@@ -46,7 +47,7 @@ from weightgate_cli.download import (
 )
 from weightgate_cli.errors import CliError
 from weightgate_cli.main import main
-from weightgate_cli.transport import TransferError, Transport, ssl_context
+from weightgate_cli.transport import TransferError, Transport, readinto, ssl_context
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -243,26 +244,26 @@ def test_an_interrupted_download_resumes_with_only_the_missing_bytes(
     folder = tmp_path / "model"
     size = len(release["files"][SHARD])
     written = {"bytes": 0}
-    real_write = download_module._write_all
+    real_write = PartWriter.write
 
-    def dies_midway(handle, data):
+    def dies_midway(writer, buffer, base, start, stop):
         # However the network happens to chunk the stream: exactly 1.5 MiB gets written.
-        if handle.name.endswith(SHARD + ".part"):
+        if writer.path.name == SHARD + ".part":
             room = max(0, 3 * MiB // 2 - written["bytes"])
-            if len(data) >= room:
-                real_write(handle, data[:room])
+            if stop - start >= room:
+                real_write(writer, buffer, base, start, start + room)
                 written["bytes"] += room
                 raise OSError("the disk went away")
-            written["bytes"] += len(data)
-        real_write(handle, data)
+            written["bytes"] += stop - start
+        real_write(writer, buffer, base, start, stop)
 
-    def counts(handle, data):
-        real_write(handle, data)
-        if handle.name.endswith(SHARD + ".part"):
-            written["bytes"] += len(data)
+    def counts(writer, buffer, base, start, stop):
+        real_write(writer, buffer, base, start, stop)
+        if writer.path.name == SHARD + ".part":
+            written["bytes"] += stop - start
 
     # given a download of the shard that dies after 1.5 MiB
-    monkeypatch.setattr(download_module, "_write_all", dies_midway)
+    monkeypatch.setattr(PartWriter, "write", dies_midway)
     first = main(["download", "acme/cli", "--include", SHARD, "--dir", str(folder)])
     state = json.loads((folder / (SHARD + ".part.json")).read_text())
     done_before = sum(done for _, _, done in state["ranges"])
@@ -273,7 +274,7 @@ def test_an_interrupted_download_resumes_with_only_the_missing_bytes(
 
     # when it runs again
     written["bytes"] = 0
-    monkeypatch.setattr(download_module, "_write_all", counts)
+    monkeypatch.setattr(PartWriter, "write", counts)
     second = main(["download", "acme/cli", "--include", SHARD, "--dir", str(folder)])
 
     # then only the missing bytes were fetched, and the result verifies
@@ -283,6 +284,65 @@ def test_an_interrupted_download_resumes_with_only_the_missing_bytes(
     assert not (folder / (SHARD + ".part")).exists()
     assert not (folder / (SHARD + ".part.json")).exists()
     assert main(["verify", str(folder)]) == 0
+
+
+def test_a_dropped_connection_keeps_every_byte_that_arrived(release, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    monkeypatch.setenv("WEIGHTGATE_RETRIES", "0")
+    folder = tmp_path / "model"
+    assert len(release["files"][SHARD]) > 3 * MiB // 2
+    delivered = {"bytes": 0}
+
+    def drops_after_1_5_mib(response, buffer):
+        room = 3 * MiB // 2 - delivered["bytes"]
+        if room <= 0:
+            raise TransferError("the connection dropped")
+        count = readinto(response, buffer[:room])
+        delivered["bytes"] += count
+        return count
+
+    # given the network that drops every connection once 1.5 MiB of the shard has arrived (one
+    # connection, so that ranges arrive one after the other)
+    monkeypatch.setattr(download_module, "readinto", drops_after_1_5_mib)
+    args = ["download", "acme/cli", "--include", SHARD, "--dir", str(folder), "--workers", "1"]
+    first = main(args)
+
+    # then all of it is written and on record (a receive buffer is not thrown away)
+    assert first == 1
+    assert "the connection dropped" in capsys.readouterr().err
+    state = json.loads((folder / (SHARD + ".part.json")).read_text())
+    ranges = [(start, start + done) for start, _, done in state["ranges"] if done]
+    assert sum(end - start for start, end in ranges) == 3 * MiB // 2
+    part = (folder / (SHARD + ".part")).read_bytes()
+    assert all(part[a:b] == release["files"][SHARD][a:b] for a, b in ranges)
+
+    # and the next run fetches the rest
+    monkeypatch.setattr(download_module, "readinto", readinto)
+    assert main(args) == 0
+    assert (folder / SHARD).read_bytes() == release["files"][SHARD]
+
+
+@pytest.mark.parametrize(("setting", "direct"), [(None, hasattr(os, "O_DIRECT")), ("0", False)])
+def test_whole_pages_are_written_direct_unless_turned_off(
+    release, tmp_path, monkeypatch, setting, direct
+):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    if setting is not None:
+        monkeypatch.setenv("WEIGHTGATE_DIRECT_IO", setting)
+    seen = set()
+    real_write = PartWriter.write
+
+    def spied(writer, buffer, base, start, stop):
+        seen.add(writer.direct)
+        real_write(writer, buffer, base, start, stop)
+
+    monkeypatch.setattr(PartWriter, "write", spied)
+    folder = tmp_path / "model"
+
+    assert main(["download", "acme/cli", "--include", "*.safetensors", "--dir", str(folder)]) == 0
+
+    assert seen == {direct}
+    assert tree(folder) == {p: b for p, b in release["files"].items() if p.endswith(".safetensors")}
 
 
 def test_killed_download_resumes_from_the_saved_state(release, tmp_path, monkeypatch):
