@@ -1248,7 +1248,7 @@ def report(params: Params, results: Results) -> None:
         )
         say(
             "    weightgate: defaults (8 workers; files above 64 MiB split only as far as it keeps "
-            "every connection busy); "
+            "every connection busy; whole pages written with O_DIRECT); "
             "huggingface_hub "
             f"2.4.0: snapshot_download(local_dir=...), 8 workers; curl: {CURL_PARALLEL} at once "
             "via xargs -P on URLs fetched with Prefer: no-redirect (timed from the first URL "
