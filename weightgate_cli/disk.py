@@ -1,20 +1,20 @@
 """Writing received bytes into a `.part`: whole pages straight to the disk (`O_DIRECT`) where the
 system allows it, the ragged edges of a range through the page cache.
 
-Why direct: a download writes each byte once and never reads it back (its sha256 is computed from
-the receive buffer), so the page cache only costs here. Copying into it is most of the system CPU
-of a download, and far more where fresh pages are slow to come by (on virtual machines whose
-freed memory goes back to the host: dd of 512 MiB took 0.65-1.2 s of system CPU cold, against
-0.03 s with O_DIRECT), and a model of hundreds of GB would push everything else out of it.
-`WEIGHTGATE_DIRECT_IO=0` keeps writes in the page cache (a model loaded right after its download
-then comes from memory rather than the disk).
+Why direct: a download writes each byte once and hashes it from the receive buffer (only a range
+that arrives ahead of the hashed point is read back), so the page cache mostly costs here.
+Copying into it is most of the system CPU of a download, and far more where fresh pages are slow
+to come by (on virtual machines whose freed memory most likely goes back to the host: dd of
+512 MiB took 0.65-1.9 s of system CPU cold, against 0.03 s with O_DIRECT), and a model of
+hundreds of GB would push everything else out of it. `WEIGHTGATE_DIRECT_IO=0` keeps writes in
+the page cache (a model loaded right after its download then comes from memory, not the disk).
 
 O_DIRECT wants the memory, the file offset and the length aligned to the device's block size:
 buffers come from `page_buffer` (page-aligned), and a buffer's index i always holds the byte at
 file offset `base + i` with `base` aligned, so every whole page of a buffer is a whole page of the
 file. Only bytes of whole pages go direct; a page a range shares with its neighbour is written
-through the page cache by both, so no page is ever written both ways. Where the filesystem refuses
-O_DIRECT (tmpfs before Linux 6.6, some FUSE filesystems) or the platform has none (macOS,
+through the page cache by both, so no page is written both ways at once. Where the filesystem
+refuses O_DIRECT (tmpfs before Linux 6.6, some FUSE filesystems) or the platform has none (macOS,
 Windows), every write goes through the page cache.
 """
 
@@ -35,6 +35,14 @@ _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 def page_buffer(size: int) -> memoryview:
     """`size` bytes of page-aligned memory (an anonymous mapping), as O_DIRECT needs."""
     return memoryview(mmap.mmap(-1, size))
+
+
+def no_read_ahead(fd: int) -> None:
+    """Have reads of `fd` cache only the pages they ask for. Read-ahead would cache pages of a
+    `.part` that a range has yet to write with O_DIRECT: the kernel drops those when the write
+    comes, but one it failed to drop would be read back stale."""
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

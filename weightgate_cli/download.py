@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from weightgate_cli.catalog import RemoteFile, files_select, version_and_files
 from weightgate_cli.client import USER_AGENT, Api, Tuning, quote_path, status_error
 from weightgate_cli.console import Console, size_text
-from weightgate_cli.disk import ALIGN, PartWriter, page_buffer
+from weightgate_cli.disk import ALIGN, PartWriter, no_read_ahead, page_buffer
 from weightgate_cli.errors import (
     AccessError,
     CliError,
@@ -232,6 +232,7 @@ class InOrderDigest:
         if self.position >= self.part.contiguous():
             return
         with self._lock, open(self.part.part, "rb", buffering=0) as handle:
+            no_read_ahead(handle.fileno())
             handle.seek(self.position)
             buffer = memoryview(bytearray(READ_SIZE))
             while (end := self.part.contiguous()) > self.position:
