@@ -1,9 +1,10 @@
 """Writing received bytes into a `.part`: whole pages straight to the disk (`O_DIRECT`) where the
 system allows it, the ragged edges of a range through the page cache.
 
-Why direct: a download writes each byte once and hashes it from the receive buffer (only a range
-that arrives ahead of the hashed point is read back), so the page cache mostly costs here.
-Copying into it is most of the system CPU of a download, and far more where fresh pages are slow
+Why direct: a download writes each byte once and hashes it from the receive buffer, so the page
+cache only costs here. (A range that arrives ahead of the hashed point is read back to be hashed:
+the downloader writes it through the page cache, from where the read-back is cheap.) Copying into
+it is most of the system CPU of a download, and far more where fresh pages are slow
 to come by (on virtual machines whose freed memory most likely goes back to the host: dd of
 512 MiB took 0.65-1.9 s of system CPU cold, against 0.03 s with O_DIRECT), and a model of
 hundreds of GB would push everything else out of it. `WEIGHTGATE_DIRECT_IO=0` keeps writes in
@@ -33,8 +34,10 @@ _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 
 
 def page_buffer(size: int) -> memoryview:
-    """`size` bytes of page-aligned memory (an anonymous mapping), as O_DIRECT needs."""
-    return memoryview(mmap.mmap(-1, size))
+    """`size` bytes of page-aligned memory (a private anonymous mapping), as O_DIRECT needs."""
+    if hasattr(mmap, "MAP_PRIVATE"):
+        return memoryview(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
+    return memoryview(mmap.mmap(-1, size))  # Windows: anonymous memory is private there
 
 
 def no_read_ahead(fd: int) -> None:
@@ -61,38 +64,48 @@ def _open_direct(path: Path) -> int:
         return -1
 
 
+# What a write with O_DIRECT gets from a device or filesystem that will not take it after all.
+_DIRECT_REFUSED = {errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
 class PartWriter:
     """Positional writes into one `.part` (one per range being received)."""
 
     def __init__(self, path: Path, *, direct: bool) -> None:
         self.path = path
         self._cached = open(path, "r+b", buffering=0)  # noqa: SIM115 (closed by close())
-        self._direct = _open_direct(path) if direct else -1
+        self._direct_allowed = direct and bool(_O_DIRECT)
+        self._direct = -1  # opened at the first direct write
 
-    @property
-    def direct(self) -> bool:
-        return self._direct >= 0
-
-    def write(self, buffer: memoryview, base: int, start: int, stop: int) -> None:
-        """Write `buffer[start:stop]` at file offset `base + start`; `buffer` is a `page_buffer`
-        and `base` a multiple of ALIGN."""
+    def write(self, buffer: memoryview, base: int, start: int, stop: int, *, direct: bool) -> int:
+        """Write `buffer[start:stop]` at file offset `base + start`, whole pages with O_DIRECT if
+        `direct` and the system allows it; the bytes that went direct. `buffer` is a
+        `page_buffer` and `base` a multiple of ALIGN."""
         assert base % ALIGN == 0
         first = -(-start // ALIGN) * ALIGN  # the whole pages: [first, last)
         last = stop // ALIGN * ALIGN
-        if self._direct < 0 or first >= last:
+        if not (direct and first < last and self._direct_open()):
             self._write_cached(buffer, base, start, stop)
-            return
+            return 0
         self._write_cached(buffer, base, start, first)
         try:
             _pwrite_all(self._direct, buffer[first:last], base + first)
+            went_direct = last - first
         except OSError as error:
-            if error.errno != errno.EINVAL:
+            if error.errno not in _DIRECT_REFUSED:
                 raise
-            # The device wants a coarser alignment than ALIGN: no O_DIRECT for this writer.
-            os.close(self._direct)
-            self._direct = -1
+            # The device wants a coarser alignment than ALIGN, or no O_DIRECT at all after all.
+            self._direct_allowed = False
             self._write_cached(buffer, base, first, last)
+            went_direct = 0
         self._write_cached(buffer, base, last, stop)
+        return went_direct
+
+    def _direct_open(self) -> bool:
+        if self._direct < 0 and self._direct_allowed:
+            self._direct = _open_direct(self.path)
+            self._direct_allowed = self._direct >= 0
+        return self._direct_allowed
 
     def _write_cached(self, buffer: memoryview, base: int, start: int, stop: int) -> None:
         if stop <= start:

@@ -59,6 +59,7 @@ MiB = 1024 * 1024
 MIN_RANGE = 32 * MiB  # the smallest range a file is split into when none is set
 DEFAULT_THRESHOLD = 64 * MiB
 READ_SIZE = 1 * MiB  # reading back from the disk
+READ_SLICE = 256 * 1024  # at most what one read from the network asks for (see _receive)
 PROGRESS_STEP = 1 * MiB  # bytes a range gathers before telling the progress bars
 STATE_SAVE_INTERVAL = 1.0  # seconds between `.part.json` updates while bytes flow
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
@@ -215,6 +216,11 @@ class InOrderDigest:
         self.position = 0  # bytes hashed so far
         self._sha256 = hashlib.sha256()
         self._lock = threading.Lock()
+
+    def hashes_on_arrival(self, offset: int) -> bool:
+        """Whether bytes written at `offset` now will be hashed from memory by `written` (or,
+        rarely, read back by a `catch_up` that sees them on record first)."""
+        return offset == self.position
 
     def written(self, offset: int, data: bytes | memoryview) -> None:
         """`data` has just been written at `offset` and put on record."""
@@ -432,16 +438,14 @@ class Downloader:
                     # buffer[i] is the byte at file offset base + i, base aligned (for O_DIRECT).
                     start = position % ALIGN
                     base = position - start
-                    stop, limit = start, min(len(buffer), start + end - position)
-                    failure: TransferError | None = None
-                    try:
-                        while stop < limit and (count := readinto(response, buffer[stop:limit])):
-                            stop += count
-                    except TransferError as error:
-                        failure = error  # what did arrive is kept: a retry resumes after it
+                    limit = min(len(buffer), start + end - position)
+                    stop, failure = _fill(response, buffer, start, limit)
                     if self.abort.is_set() or job.failed.is_set():
                         raise Aborted
-                    writer.write(buffer, base, start, stop)
+                    # Direct only what is hashed from this buffer: bytes ahead of the hashed
+                    # point are read back later, from the page cache if they are there.
+                    hashed_here = job.digest.hashes_on_arrival(position)
+                    writer.write(buffer, base, start, stop, direct=hashed_here)
                     job.part.advance(index, stop - start)  # on record before it is hashed
                     job.digest.written(position, buffer[start:stop])
                     position += stop - start
@@ -655,6 +659,23 @@ class Downloader:
             assert first is not None
             raise first
         return [f.result() for f in futures]
+
+
+def _fill(
+    response: http.client.HTTPResponse, buffer: memoryview, stop: int, limit: int
+) -> tuple[int, TransferError | None]:
+    """Read the body into `buffer[stop:limit]` until it is full or the body ends; where it
+    stopped, and the failure that stopped it, if one did (what arrived before it is kept: a retry
+    resumes after it). In slices, because a read that fails loses what it had gathered."""
+    try:
+        while stop < limit:
+            count = readinto(response, buffer[stop : min(limit, stop + READ_SLICE)])
+            if not count:
+                break
+            stop += count
+    except TransferError as error:
+        return stop, error
+    return stop, None
 
 
 def _in_place(target: Path, remote: RemoteFile) -> bool:

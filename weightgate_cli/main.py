@@ -123,6 +123,17 @@ def _env_size(name: str) -> int | None:
     return size_parse(raw) if raw else None
 
 
+def _env_flag(name: str, *, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"{name} must be 1 or 0 (or true/false, yes/no, on/off), not {raw!r}")
+
+
 def _read_pem(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -170,8 +181,7 @@ def command_download(args: argparse.Namespace, console: Console) -> int:
         public_key=_read_pem(args.public_key),
         chunk_size=_env_size("WEIGHTGATE_CHUNK_SIZE"),
         threshold=_env_size("WEIGHTGATE_PARALLEL_THRESHOLD") or DEFAULT_THRESHOLD,
-        direct_io=os.environ.get("WEIGHTGATE_DIRECT_IO", "1").strip().lower()
-        not in ("0", "false", "no", "off"),
+        direct_io=_env_flag("WEIGHTGATE_DIRECT_IO", default=True),
         quiet=args.quiet,
     )
     found = credentials(endpoint=args.endpoint, token=args.token)

@@ -2,7 +2,9 @@
 downloads that resume and verify (sha256 and the version signature), refusal of corrupted bytes
 and of gated files without access, `verify DIR`, and `grant verify`."""
 
+import array
 import contextlib
+import fcntl
 import hashlib
 import http.client
 import http.server
@@ -10,10 +12,13 @@ import json
 import os
 import random
 import signal
+import socket
 import ssl
 import stat
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -37,7 +42,7 @@ from tests.staging import ingest_now, overwrite
 from weightgate_cli import download as download_module
 from weightgate_cli.catalog import RemoteFile, files_select
 from weightgate_cli.config import config_load
-from weightgate_cli.disk import PartWriter
+from weightgate_cli.disk import ALIGN, PartWriter
 from weightgate_cli.download import (
     DEFAULT_THRESHOLD,
     InOrderDigest,
@@ -47,7 +52,7 @@ from weightgate_cli.download import (
 )
 from weightgate_cli.errors import CliError
 from weightgate_cli.main import main
-from weightgate_cli.transport import TransferError, Transport, readinto, ssl_context
+from weightgate_cli.transport import TransferError, Transport, ssl_context
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -246,21 +251,21 @@ def test_an_interrupted_download_resumes_with_only_the_missing_bytes(
     written = {"bytes": 0}
     real_write = PartWriter.write
 
-    def dies_midway(writer, buffer, base, start, stop):
+    def dies_midway(writer, buffer, base, start, stop, *, direct):
         # However the network happens to chunk the stream: exactly 1.5 MiB gets written.
         if writer.path.name == SHARD + ".part":
             room = max(0, 3 * MiB // 2 - written["bytes"])
             if stop - start >= room:
-                real_write(writer, buffer, base, start, start + room)
+                real_write(writer, buffer, base, start, start + room, direct=direct)
                 written["bytes"] += room
                 raise OSError("the disk went away")
             written["bytes"] += stop - start
-        real_write(writer, buffer, base, start, stop)
+        return real_write(writer, buffer, base, start, stop, direct=direct)
 
-    def counts(writer, buffer, base, start, stop):
-        real_write(writer, buffer, base, start, stop)
+    def counts(writer, buffer, base, start, stop, *, direct):
         if writer.path.name == SHARD + ".part":
             written["bytes"] += stop - start
+        return real_write(writer, buffer, base, start, stop, direct=direct)
 
     # given a download of the shard that dies after 1.5 MiB
     monkeypatch.setattr(PartWriter, "write", dies_midway)
@@ -286,63 +291,181 @@ def test_an_interrupted_download_resumes_with_only_the_missing_bytes(
     assert main(["verify", str(folder)]) == 0
 
 
-def test_a_dropped_connection_keeps_every_byte_that_arrived(release, tmp_path, monkeypatch, capsys):
+@contextlib.contextmanager
+def store_front(monkeypatch, send):
+    """Download URLs point at a server in front of the object store, which fetches the store's
+    answer and gives it to `send(handler, answer, body)` to pass on (or mangle)."""
+    store = urlsplit(settings_module.S3_ENDPOINT_URL)
+
+    def answer(handler):
+        upstream = http.client.HTTPConnection(store.hostname or "", store.port, timeout=30)
+        headers = {k: v for k, v in handler.headers.items() if k.lower() != "host"}
+        headers["Host"] = store.netloc  # the presigned URL signs the store's host
+        upstream.request("GET", handler.path, headers=headers)
+        reply = upstream.getresponse()
+        body = reply.read()
+        upstream.close()
+        handler.send_response(reply.status)
+        for name, value in reply.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                handler.send_header(name, value)
+        send(handler, reply, body)
+
+    with serving(answer) as url:
+        real_url = download_module.Downloader._url
+
+        def via_front(self, job):
+            real_url(self, job)
+            job.url = job.url.replace(f"{store.scheme}://{store.netloc}", url, 1)
+
+        monkeypatch.setattr(download_module.Downloader, "_url", via_front)
+        yield
+
+
+def _reset_after(count, asked):
+    """A `store_front` sender: the headers as they are, `count` bytes of the body, then, once the
+    client has them all, a TCP reset. Every Range asked for goes into `asked`."""
+
+    def send(handler, reply, body):
+        asked.append(handler.headers.get("Range"))
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body[:count])
+        handler.wfile.flush()
+        if len(body) <= count:
+            return
+        sock = handler.connection
+        for _ in range(500):  # until the client has acknowledged every byte (5 s at most)
+            unsent = array.array("i", [0])
+            fcntl.ioctl(sock, termios.TIOCOUTQ, unsent)
+            if not unsent[0]:
+                break
+            time.sleep(0.01)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        handler.close_connection = True
+
+    return send
+
+
+def test_a_reset_connection_keeps_every_byte_that_arrived(release, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
-    monkeypatch.setenv("WEIGHTGATE_RETRIES", "0")
+    monkeypatch.setenv("WEIGHTGATE_CHUNK_SIZE", "64M")  # the shard in one range
     folder = tmp_path / "model"
-    assert len(release["files"][SHARD]) > 3 * MiB // 2
-    delivered = {"bytes": 0}
+    shard = release["files"][SHARD]
+    step = 3 * MiB // 2
+    assert len(shard) > 2 * step
+    asked: list[str | None] = []
 
-    def drops_after_1_5_mib(response, buffer):
-        room = 3 * MiB // 2 - delivered["bytes"]
-        if room <= 0:
-            raise TransferError("the connection dropped")
-        count = readinto(response, buffer[:room])
-        delivered["bytes"] += count
-        return count
+    # given a network that resets every connection once 1.5 MiB of the shard has come through
+    with store_front(monkeypatch, _reset_after(step, asked)):
+        code = main(["download", "acme/cli", "--include", SHARD, "--dir", str(folder)])
 
-    # given the network that drops every connection once 1.5 MiB of the shard has arrived (one
-    # connection, so that ranges arrive one after the other)
-    monkeypatch.setattr(download_module, "readinto", drops_after_1_5_mib)
-    args = ["download", "acme/cli", "--include", SHARD, "--dir", str(folder), "--workers", "1"]
-    first = main(args)
-
-    # then all of it is written and on record (a receive buffer is not thrown away)
-    assert first == 1
-    assert "the connection dropped" in capsys.readouterr().err
-    state = json.loads((folder / (SHARD + ".part.json")).read_text())
-    ranges = [(start, start + done) for start, _, done in state["ranges"] if done]
-    assert sum(end - start for start, end in ranges) == 3 * MiB // 2
-    part = (folder / (SHARD + ".part")).read_bytes()
-    assert all(part[a:b] == release["files"][SHARD][a:b] for a, b in ranges)
-
-    # and the next run fetches the rest
-    monkeypatch.setattr(download_module, "readinto", readinto)
-    assert main(args) == 0
-    assert (folder / SHARD).read_bytes() == release["files"][SHARD]
+    # then each retry asks for the bytes after those that arrived, and the download completes
+    assert code == 0, capsys.readouterr().err
+    assert asked == [f"bytes={start}-{len(shard) - 1}" for start in range(0, len(shard), step)]
+    assert "Connection reset" in capsys.readouterr().err
+    assert (folder / SHARD).read_bytes() == shard
 
 
-@pytest.mark.parametrize(("setting", "direct"), [(None, hasattr(os, "O_DIRECT")), ("0", False)])
+def test_a_store_that_sends_more_than_the_range_is_refused(release, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+
+    def send_more(handler, reply, body):
+        handler.send_header("Content-Length", str(len(body) + 10))
+        handler.end_headers()
+        handler.wfile.write(body + b"0123456789")
+
+    with store_front(monkeypatch, send_more):
+        code = main(["download", "acme/cli", "--include", SHARD, "--dir", str(tmp_path)])
+
+    assert code == 1
+    assert "the object store sent too much" in capsys.readouterr().err
+    assert not (tmp_path / SHARD).exists()
+
+
+def _direct_io_works(folder):
+    try:
+        fd = os.open(folder / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
+    except (AttributeError, OSError):
+        return False
+    os.close(fd)
+    return True
+
+
+def direct_bytes_counted(monkeypatch):
+    """{path of a .part: [(file offset, bytes that went direct)] for each write}."""
+    writes: dict[str, list[tuple[int, int]]] = {}
+    real_write = PartWriter.write
+
+    def counted(writer, buffer, base, start, stop, *, direct):
+        went = real_write(writer, buffer, base, start, stop, direct=direct)
+        writes.setdefault(writer.path.name, []).append((base + start, went))
+        return went
+
+    monkeypatch.setattr(PartWriter, "write", counted)
+    return writes
+
+
+@pytest.mark.parametrize("setting", [None, "0", "off", "fasle"])
 def test_whole_pages_are_written_direct_unless_turned_off(
-    release, tmp_path, monkeypatch, setting, direct
+    release, tmp_path, monkeypatch, capsys, setting
 ):
     monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
     if setting is not None:
         monkeypatch.setenv("WEIGHTGATE_DIRECT_IO", setting)
-    seen = set()
-    real_write = PartWriter.write
+    writes = direct_bytes_counted(monkeypatch)
+    folder = tmp_path / "model"
+    args = ["download", "acme/cli", "--include", "*.safetensors", "--dir", str(folder)]
 
-    def spied(writer, buffer, base, start, stop):
-        seen.add(writer.direct)
-        real_write(writer, buffer, base, start, stop)
+    code = main([*args, "--workers", "1"])  # ranges in order: each at the hashed point
 
-    monkeypatch.setattr(PartWriter, "write", spied)
+    if setting == "fasle":
+        assert code == 2
+        assert "WEIGHTGATE_DIRECT_IO must be 1 or 0" in capsys.readouterr().err
+        return
+    assert code == 0
+    direct = sum(went for path in writes.values() for _, went in path)
+    if setting is None and _direct_io_works(tmp_path):
+        assert direct > 0.9 * sum(len(b) for p, b in release["files"].items() if ".safe" in p)
+    else:
+        assert direct == 0
+    assert tree(folder) == {p: b for p, b in release["files"].items() if p.endswith(".safetensors")}
+
+
+def test_a_range_ahead_of_the_hashed_point_goes_through_the_page_cache(
+    release, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    size = len(release["files"][SHARD])
+    half = -(-size // 2)
+    monkeypatch.setenv("WEIGHTGATE_CHUNK_SIZE", str(half))  # two ranges
+    writes = direct_bytes_counted(monkeypatch)
+    second_done = threading.Event()
+    receive = download_module.Downloader._receive
+
+    def second_range_first(self, job, index, *args):
+        if index == 0:
+            assert second_done.wait(30)
+        try:
+            return receive(self, job, index, *args)
+        finally:
+            if index == 1:
+                second_done.set()
+
+    monkeypatch.setattr(download_module.Downloader, "_receive", second_range_first)
     folder = tmp_path / "model"
 
-    assert main(["download", "acme/cli", "--include", "*.safetensors", "--dir", str(folder)]) == 0
+    code = main(["download", "acme/cli", "--include", SHARD, "--dir", str(folder)])
 
-    assert seen == {direct}
-    assert tree(folder) == {p: b for p, b in release["files"].items() if p.endswith(".safetensors")}
+    assert code == 0
+    ahead = [went for offset, went in writes[SHARD + ".part"] if offset >= size // 2]
+    at_the_hashed_point = [went for offset, went in writes[SHARD + ".part"] if offset < size // 2]
+    assert ahead
+    assert not any(ahead)  # read back later: from the page cache
+    if _direct_io_works(tmp_path):
+        assert sum(at_the_hashed_point) == size // 2 // ALIGN * ALIGN  # every whole page
+    assert (folder / SHARD).read_bytes() == release["files"][SHARD]
 
 
 def test_killed_download_resumes_from_the_saved_state(release, tmp_path, monkeypatch):

@@ -2,7 +2,6 @@
 page cache where the system allows it, and a refusal of O_DIRECT falls back to the page cache."""
 
 import errno
-import fcntl
 import itertools
 import os
 import shutil
@@ -12,7 +11,16 @@ import pytest
 
 from weightgate_cli.disk import ALIGN, PartWriter, page_buffer
 
-DIRECT = hasattr(os, "O_DIRECT")
+
+@pytest.fixture
+def direct_works(tmp_path):
+    """Whether this platform and tmp_path's filesystem take O_DIRECT."""
+    try:
+        fd = os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
+    except (AttributeError, OSError):
+        return False
+    os.close(fd)
+    return True
 
 
 def _cached_bytes(path):
@@ -50,46 +58,62 @@ def _received(data, cuts):
             position = base + stop
 
 
+def _whole_pages(start, stop):
+    return max(0, stop // ALIGN - -(-start // ALIGN)) * ALIGN
+
+
 @pytest.mark.parametrize("direct", [True, False])
-def test_spans_land_at_their_offsets_whatever_their_alignment(tmp_path, direct):
+def test_spans_land_at_their_offsets_whatever_their_alignment(tmp_path, direct, direct_works):
     # ranges that start and end mid-page, share pages with their neighbours, are shorter than a
     # page, and span several buffers
     size = 11 * ALIGN + 123
     data = os.urandom(size)
     path = _part(tmp_path / "file.part", size)
     cuts = [0, 100, ALIGN - 1, ALIGN + 7, 2 * ALIGN, 9 * ALIGN + 5, size]
+    went = expected = 0
 
-    with PartWriter(path, direct=direct) as writer:
-        assert writer.direct is (direct and DIRECT)
+    with PartWriter(path, direct=True) as writer:
         for buffer, base, start, stop in _received(data, cuts):
-            writer.write(buffer, base, start, stop)
+            went += writer.write(buffer, base, start, stop, direct=direct)
+            expected += _whole_pages(start, stop)
 
     assert path.read_bytes() == data
+    assert went == (expected if direct and direct_works else 0)
+    assert expected > 0
 
 
-@pytest.mark.skipif(not DIRECT, reason="no O_DIRECT on this platform")
-def test_whole_pages_bypass_the_page_cache_and_only_the_ragged_edges_stay(tmp_path):
+def test_whole_pages_bypass_the_page_cache_and_only_the_ragged_edges_stay(tmp_path, direct_works):
+    if not direct_works:
+        pytest.skip("no O_DIRECT here")
     size = 256 * ALIGN
     data = os.urandom(size)
     direct_path = _part(tmp_path / "direct.part", size)
     cached_path = _part(tmp_path / "cached.part", size)
+    switched_off = _part(tmp_path / "switched-off.part", size)
     buffer = page_buffer(size)
     buffer[:] = data
 
     with PartWriter(direct_path, direct=True) as writer:
-        writer.write(buffer, 0, 10, size - 10)  # 254 whole pages, two ragged ones
-    with PartWriter(cached_path, direct=False) as writer:
-        writer.write(buffer, 0, 10, size - 10)
+        assert writer.write(buffer, 0, 10, size - 10, direct=True) == size - 2 * ALIGN
+    with PartWriter(cached_path, direct=True) as writer:
+        assert writer.write(buffer, 0, 10, size - 10, direct=False) == 0
+    with PartWriter(switched_off, direct=False) as writer:  # WEIGHTGATE_DIRECT_IO=0
+        assert writer.write(buffer, 0, 10, size - 10, direct=True) == 0
 
-    assert _cached_bytes(direct_path) == 2 * ALIGN
+    assert _cached_bytes(direct_path) == 2 * ALIGN  # the two ragged pages
     assert _cached_bytes(cached_path) == size
+    assert _cached_bytes(switched_off) == size
     assert direct_path.read_bytes()[10:-10] == data[10:-10]
 
 
-@pytest.mark.skipif(not DIRECT, reason="no O_DIRECT on this platform")
-def test_a_device_that_refuses_the_alignment_gets_its_bytes_through_the_page_cache(
-    tmp_path, monkeypatch
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.EOPNOTSUPP])
+def test_a_device_that_refuses_direct_writes_gets_its_bytes_through_the_page_cache(
+    tmp_path, monkeypatch, direct_works, code
 ):
+    if not direct_works:
+        pytest.skip("no O_DIRECT here")
+    import fcntl  # not on Windows
+
     size = 8 * ALIGN
     data = os.urandom(size)
     path = _part(tmp_path / "file.part", size)
@@ -102,16 +126,39 @@ def test_a_device_that_refuses_the_alignment_gets_its_bytes_through_the_page_cac
         # what a device with a coarser alignment than ALIGN answers to an O_DIRECT write
         if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
             refused.append(offset)
-            raise OSError(errno.EINVAL, "Invalid argument")
+            raise OSError(code, os.strerror(code))
         return real_pwrite(fd, chunk, offset)
 
     monkeypatch.setattr(os, "pwrite", pwrite)
 
     with PartWriter(path, direct=True) as writer:
-        assert writer.direct
-        writer.write(buffer, 0, 0, 4 * ALIGN)
-        assert not writer.direct  # given up after the first refusal
-        writer.write(buffer, 0, 4 * ALIGN, size)
+        assert writer.write(buffer, 0, 0, 4 * ALIGN, direct=True) == 0
+        assert writer.write(buffer, 0, 4 * ALIGN, size, direct=True) == 0  # not asked again
 
     assert refused == [0]
+    assert path.read_bytes() == data
+
+
+def test_a_filesystem_that_refuses_o_direct_gets_every_byte_through_the_page_cache(
+    tmp_path, monkeypatch
+):
+    if not hasattr(os, "O_DIRECT"):
+        pytest.skip("no O_DIRECT on this platform")
+    size = 8 * ALIGN
+    data = os.urandom(size)
+    path = _part(tmp_path / "file.part", size)
+    buffer = page_buffer(size)
+    buffer[:] = data
+    real_open = os.open
+
+    def refusing_open(file, flags, *args, **kwargs):
+        if flags & os.O_DIRECT:  # tmpfs before Linux 6.6, some FUSE filesystems
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+
+    with PartWriter(path, direct=True) as writer:
+        assert writer.write(buffer, 0, 0, size, direct=True) == 0
+
     assert path.read_bytes() == data
