@@ -42,7 +42,14 @@ from weightgate_cli.errors import (
     UsageError,
     VerificationError,
 )
-from weightgate_cli.transport import BUFFER_SIZE, TransferError, Transport, readinto, store_message
+from weightgate_cli.transport import (
+    BUFFER_SIZE,
+    TransferError,
+    Transport,
+    readinto,
+    readinto_some,
+    store_message,
+)
 from weightgate_cli.verify import (
     SavedSignature,
     manifest_write,
@@ -59,7 +66,6 @@ MiB = 1024 * 1024
 MIN_RANGE = 32 * MiB  # the smallest range a file is split into when none is set
 DEFAULT_THRESHOLD = 64 * MiB
 READ_SIZE = 1 * MiB  # reading back from the disk
-READ_SLICE = 256 * 1024  # at most what one read from the network asks for (see _receive)
 PROGRESS_STEP = 1 * MiB  # bytes a range gathers before telling the progress bars
 STATE_SAVE_INTERVAL = 1.0  # seconds between `.part.json` updates while bytes flow
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
@@ -666,10 +672,10 @@ def _fill(
 ) -> tuple[int, TransferError | None]:
     """Read the body into `buffer[stop:limit]` until it is full or the body ends; where it
     stopped, and the failure that stopped it, if one did (what arrived before it is kept: a retry
-    resumes after it). In slices, because a read that fails loses what it had gathered."""
+    resumes after it)."""
     try:
         while stop < limit:
-            count = readinto(response, buffer[stop : min(limit, stop + READ_SLICE)])
+            count = readinto_some(response, buffer[stop:limit])
             if not count:
                 break
             stop += count

@@ -64,6 +64,21 @@ def readinto(response: http.client.HTTPResponse, buffer: memoryview) -> int:
         raise transfer_error(error) from error
 
 
+def readinto_some(response: http.client.HTTPResponse, buffer: memoryview) -> int:
+    """Like `readinto`, but with at most one read from the socket: `readinto` reads on until the
+    buffer is full, and a failure half-way loses what it had gathered (up to the whole buffer),
+    where here it loses nothing an earlier call returned. 0 at the body's end, or where the
+    server closed early (the Content-Length not met: the caller compares)."""
+    if response.chunked or response.length is None or response.fp is None:
+        return readinto(response, buffer)
+    try:
+        count = response.fp.readinto1(buffer[: response.length])
+    except _TRANSPORT_ERRORS as error:
+        raise transfer_error(error) from error
+    response.length -= count  # `readinto` closes the response once it reads 0 at the end
+    return count
+
+
 def store_message(response: http.client.HTTPResponse) -> str:
     """What an S3-style error body says (`<Message>…</Message>`), else the status line."""
     try:
