@@ -384,15 +384,6 @@ def test_a_store_that_sends_more_than_the_range_is_refused(release, tmp_path, mo
     assert not (tmp_path / SHARD).exists()
 
 
-def _direct_io_works(folder):
-    try:
-        fd = os.open(folder / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
-    except (AttributeError, OSError):
-        return False
-    os.close(fd)
-    return True
-
-
 def direct_bytes_counted(monkeypatch):
     """{path of a .part: [(file offset, bytes that went direct)] for each write}."""
     writes: dict[str, list[tuple[int, int]]] = {}
@@ -409,7 +400,7 @@ def direct_bytes_counted(monkeypatch):
 
 @pytest.mark.parametrize("setting", [None, "0", "off", "fasle"])
 def test_whole_pages_are_written_direct_unless_turned_off(
-    release, tmp_path, monkeypatch, capsys, setting
+    release, tmp_path, monkeypatch, capsys, setting, direct_works
 ):
     monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
     if setting is not None:
@@ -426,7 +417,7 @@ def test_whole_pages_are_written_direct_unless_turned_off(
         return
     assert code == 0
     direct = sum(went for path in writes.values() for _, went in path)
-    if setting is None and _direct_io_works(tmp_path):
+    if setting is None and direct_works:
         assert direct > 0.9 * sum(len(b) for p, b in release["files"].items() if ".safe" in p)
     else:
         assert direct == 0
@@ -434,7 +425,7 @@ def test_whole_pages_are_written_direct_unless_turned_off(
 
 
 def test_a_range_ahead_of_the_hashed_point_goes_through_the_page_cache(
-    release, tmp_path, monkeypatch
+    release, tmp_path, monkeypatch, direct_works
 ):
     monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
     size = len(release["files"][SHARD])
@@ -463,7 +454,7 @@ def test_a_range_ahead_of_the_hashed_point_goes_through_the_page_cache(
     at_the_hashed_point = [went for offset, went in writes[SHARD + ".part"] if offset < size // 2]
     assert ahead
     assert not any(ahead)  # read back later: from the page cache
-    if _direct_io_works(tmp_path):
+    if direct_works:
         assert sum(at_the_hashed_point) == size // 2 // ALIGN * ALIGN  # every whole page
     assert (folder / SHARD).read_bytes() == release["files"][SHARD]
 

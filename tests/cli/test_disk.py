@@ -12,17 +12,6 @@ import pytest
 from weightgate_cli.disk import ALIGN, PartWriter, page_buffer
 
 
-@pytest.fixture
-def direct_works(tmp_path):
-    """Whether this platform and tmp_path's filesystem take O_DIRECT."""
-    try:
-        fd = os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
-    except (AttributeError, OSError):
-        return False
-    os.close(fd)
-    return True
-
-
 def _cached_bytes(path):
     """Bytes of `path` in the page cache, by util-linux's fincore."""
     if shutil.which("fincore") is None:
@@ -41,6 +30,14 @@ def _part(path, size):
     with open(path, "wb") as handle:
         handle.truncate(size)
     return path
+
+
+def _received_whole(tmp_path, size):
+    """A `.part` of `size` bytes, and a buffer that received all of them; and the bytes."""
+    data = os.urandom(size)
+    buffer = page_buffer(size)
+    buffer[:] = data
+    return _part(tmp_path / "file.part", size), buffer, data
 
 
 def _received(data, cuts):
@@ -115,10 +112,7 @@ def test_a_device_that_refuses_direct_writes_gets_its_bytes_through_the_page_cac
     import fcntl  # not on Windows
 
     size = 8 * ALIGN
-    data = os.urandom(size)
-    path = _part(tmp_path / "file.part", size)
-    buffer = page_buffer(size)
-    buffer[:] = data
+    path, buffer, data = _received_whole(tmp_path, size)
     real_pwrite = os.pwrite
     refused = []
 
@@ -145,10 +139,7 @@ def test_a_filesystem_that_refuses_o_direct_gets_every_byte_through_the_page_cac
     if not hasattr(os, "O_DIRECT"):
         pytest.skip("no O_DIRECT on this platform")
     size = 8 * ALIGN
-    data = os.urandom(size)
-    path = _part(tmp_path / "file.part", size)
-    buffer = page_buffer(size)
-    buffer[:] = data
+    path, buffer, data = _received_whole(tmp_path, size)
     real_open = os.open
 
     def refusing_open(file, flags, *args, **kwargs):
