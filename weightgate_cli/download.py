@@ -5,9 +5,10 @@ How a file travels:
 1. `GET …/files/{path}` with `Prefer: no-redirect` gives a presigned URL on the object store.
 2. The bytes go into `<file>.part` (sized up front), in byte ranges fetched concurrently with
    `Range` (files above the threshold are split only as far as it keeps every connection busy;
-   smaller ones are one range), each written at its offset (whole pages straight to the disk:
-   `weightgate_cli.disk`). `<file>.part.json` records how far every range got, so a run that
-   stops for any reason (Ctrl-C, a crash, a lost network) resumes with only the missing bytes.
+   smaller ones are one range), each written at its offset (the whole pages of bytes hashed as
+   they arrive straight to the disk: `weightgate_cli.disk`). `<file>.part.json` records how far
+   every range got, so a run that stops for any reason (Ctrl-C, a crash, a lost network)
+   resumes with only the missing bytes.
 3. The sha256 is computed as the bytes are written (`InOrderDigest`: no second read, except for
    bytes that arrived ahead of the hashed point and the bytes of an earlier run); a digest other
    than the listing's discards the `.part` (nothing kept).
@@ -405,7 +406,7 @@ class Downloader:
                         raise status_error(status, what, store_message(response))
                     if status == 206:
                         content_range = response.getheader("Content-Range", "")
-                        if not content_range.startswith(f"bytes {position}-"):
+                        if not content_range.startswith(f"bytes {position}-{end - 1}/"):
                             raise CliError(
                                 f"{remote.path}: the object store sent the wrong range "
                                 f"({content_range!r} for {position}-{end - 1})"

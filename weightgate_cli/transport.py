@@ -1,9 +1,8 @@
 """HTTP/1.1 GETs over the standard library's `http.client`, for the API and the object store.
 
 A presigned URL needs nothing but a plain GET, and that is where a download spends its CPU.
-`http.client` reads a body straight into a buffer we own (`readinto`, several MiB at a time), so
-each byte is copied once from the socket and once to the disk, and the Python loop turns once
-per buffer; httpx turned it once per socket read, through h11, copying each byte several times
+`http.client` reads a body straight into a buffer we own (`readinto`, `readinto_some`), so each
+byte is copied once, from the socket; httpx went through h11, copying each byte several times
 (bench/downloads.py (c), 8 x 64 MiB: the whole CLI run went from 1.09 s to 0.86 s, and the
 transfer alone, in a bare loop like this one, takes 0.45 s against curl's 0.48 s). The API's
 small JSON answers take the same road (`fetch`): importing httpx cost every run ~50 ms.
@@ -15,6 +14,7 @@ redirect would carry the token to wherever it points.
 
 import base64
 import http.client
+import io
 import json
 import os
 import re
@@ -71,12 +71,25 @@ def readinto_some(response: http.client.HTTPResponse, buffer: memoryview) -> int
     server closed early (the Content-Length not met: the caller compares)."""
     if response.chunked or response.length is None or response.fp is None:
         return readinto(response, buffer)
+    wanted = response.length
+    if wanted == _content_length(response):
+        # The first read hands over what reading the headers left in the file's buffer; asking
+        # for more than that buffer's size would also read the socket, and a failure of that
+        # read would lose those bytes.
+        wanted = min(wanted, io.DEFAULT_BUFFER_SIZE)
     try:
-        count = response.fp.readinto1(buffer[: response.length])
+        count = response.fp.readinto1(buffer[:wanted])
     except _TRANSPORT_ERRORS as error:
         raise transfer_error(error) from error
     response.length -= count  # `readinto` closes the response once it reads 0 at the end
     return count
+
+
+def _content_length(response: http.client.HTTPResponse) -> int | None:
+    try:
+        return int(response.getheader("Content-Length", ""))
+    except ValueError:
+        return None
 
 
 def store_message(response: http.client.HTTPResponse) -> str:

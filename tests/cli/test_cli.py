@@ -4,7 +4,6 @@ and of gated files without access, `verify DIR`, and `grant verify`."""
 
 import array
 import contextlib
-import fcntl
 import hashlib
 import http.client
 import http.server
@@ -18,7 +17,6 @@ import stat
 import struct
 import subprocess
 import sys
-import termios
 import threading
 import time
 from pathlib import Path
@@ -294,10 +292,13 @@ def test_an_interrupted_download_resumes_with_only_the_missing_bytes(
 @contextlib.contextmanager
 def store_front(monkeypatch, send):
     """Download URLs point at a server in front of the object store, which fetches the store's
-    answer and gives it to `send(handler, answer, body)` to pass on (or mangle)."""
+    answer and gives it to `send(handler, answer, body)` to pass on (or mangle). Yields the
+    (client port, Range) of every request it got."""
     store = urlsplit(settings_module.S3_ENDPOINT_URL)
+    seen = []
 
     def answer(handler):
+        seen.append((handler.client_address[1], handler.headers.get("Range")))
         upstream = http.client.HTTPConnection(store.hostname or "", store.port, timeout=30)
         headers = {k: v for k, v in handler.headers.items() if k.lower() != "host"}
         headers["Host"] = store.netloc  # the presigned URL signs the store's host
@@ -319,21 +320,32 @@ def store_front(monkeypatch, send):
             job.url = job.url.replace(f"{store.scheme}://{store.netloc}", url, 1)
 
         monkeypatch.setattr(download_module.Downloader, "_url", via_front)
-        yield
+        yield seen
 
 
-def _reset_after(count, asked):
-    """A `store_front` sender: the headers as they are, `count` bytes of the body, then, once the
-    client has them all, a TCP reset. Every Range asked for goes into `asked`."""
+def _as_is(handler, reply, body):
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def _cut_first_after(count, how):
+    """A `store_front` sender: the first answer stops after `count` bytes of its body, once the
+    client has them all, with a TCP reset or a plain close; the others go as they are."""
+    import fcntl  # Linux only, as TIOCOUTQ on a socket
+    import termios
+
+    answered = []
 
     def send(handler, reply, body):
-        asked.append(handler.headers.get("Range"))
+        answered.append(True)
+        if len(answered) > 1:
+            _as_is(handler, reply, body)
+            return
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body[:count])
         handler.wfile.flush()
-        if len(body) <= count:
-            return
         sock = handler.connection
         for _ in range(500):  # until the client has acknowledged every byte (5 s at most)
             unsent = array.array("i", [0])
@@ -341,37 +353,56 @@ def _reset_after(count, asked):
             if not unsent[0]:
                 break
             time.sleep(0.01)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            pytest.fail("the client did not take the bytes sent")
+        if how == "reset":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
         handler.close_connection = True
 
     return send
 
 
-def test_a_reset_connection_keeps_every_byte_that_arrived(release, tmp_path, monkeypatch, capsys):
+@pytest.mark.skipif(sys.platform != "linux", reason="TIOCOUTQ on a socket is Linux's")
+@pytest.mark.parametrize(
+    ("count", "how"), [(4000, "reset"), (3 * MiB // 2, "reset"), (3 * MiB // 2, "close")]
+)
+def test_a_connection_lost_mid_range_keeps_every_byte_that_arrived(
+    release, tmp_path, monkeypatch, count, how
+):
     monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
     monkeypatch.setenv("WEIGHTGATE_CHUNK_SIZE", "64M")  # the shard in one range
     folder = tmp_path / "model"
     shard = release["files"][SHARD]
-    step = 3 * MiB // 2
-    assert len(shard) > 2 * step
-    asked: list[str | None] = []
+    last = len(shard) - 1
 
-    # given a network that resets every connection once 1.5 MiB of the shard has come through
-    with store_front(monkeypatch, _reset_after(step, asked)):
+    # given a network that loses the connection once `count` bytes of the shard came through
+    with store_front(monkeypatch, _cut_first_after(count, how)) as seen:
         code = main(["download", "acme/cli", "--include", SHARD, "--dir", str(folder)])
 
-    # then each retry asks for the bytes after those that arrived, and the download completes
-    assert code == 0, capsys.readouterr().err
-    assert asked == [f"bytes={start}-{len(shard) - 1}" for start in range(0, len(shard), step)]
-    assert "Connection reset" in capsys.readouterr().err
+    # then the retry asks for the bytes after those that arrived, and the download completes
+    assert code == 0
+    assert [asked for _, asked in seen] == [f"bytes=0-{last}", f"bytes={count}-{last}"]
     assert (folder / SHARD).read_bytes() == shard
+
+
+def test_ranges_one_after_the_other_share_one_connection(release, tmp_path, monkeypatch):
+    monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
+    shard = release["files"][SHARD]
+
+    with store_front(monkeypatch, _as_is) as seen:
+        args = ["download", "acme/cli", "--include", SHARD, "--dir", str(tmp_path)]
+        assert main([*args, "--workers", "1"]) == 0
+
+    assert len(seen) == -(-len(shard) // MiB) > 2  # 1 MiB ranges
+    assert len({port for port, _ in seen}) == 1  # each body read to its end: kept alive
+    assert (tmp_path / SHARD).read_bytes() == shard
 
 
 def test_a_store_that_sends_more_than_the_range_is_refused(release, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WEIGHTGATE_TOKEN", release["token"])
 
-    def send_more(handler, reply, body):
+    def send_more(handler, reply, body):  # a Content-Length past the range, and the bytes
         handler.send_header("Content-Length", str(len(body) + 10))
         handler.end_headers()
         handler.wfile.write(body + b"0123456789")
