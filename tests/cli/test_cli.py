@@ -342,11 +342,13 @@ def _cut_first_after(count, how):
         if len(answered) > 1:
             _as_is(handler, reply, body)
             return
+        sock = handler.connection
+        # Headers and body in one segment, so that reading the headers buffers body bytes too.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body[:count])
-        handler.wfile.flush()
-        sock = handler.connection
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
         for _ in range(500):  # until the client has acknowledged every byte (5 s at most)
             unsent = array.array("i", [0])
             fcntl.ioctl(sock, termios.TIOCOUTQ, unsent)
