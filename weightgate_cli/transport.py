@@ -163,7 +163,7 @@ class Transport:
         self.user_agent = user_agent
         self.proxies = urllib.request.getproxies()  # the environment's, read once
         self._local = threading.local()
-        self._all: list[http.client.HTTPConnection] = []
+        self._all: set[http.client.HTTPConnection] = set()  # every thread's, for close()
         self._lock = threading.Lock()
 
     def _proxy(self, url: SplitResult) -> SplitResult | None:
@@ -204,7 +204,7 @@ class Transport:
             connection, proxy is not None and not secure, credentials
         )
         with self._lock:
-            self._all.append(connection)
+            self._all.add(connection)
         return found
 
     def _forget(self, url: SplitResult) -> None:
@@ -212,6 +212,8 @@ class Transport:
         found = self._connections().pop((url.scheme, url.hostname, url.port), None)
         if found is not None:
             found.http.close()
+            with self._lock:
+                self._all.discard(found.http)
 
     def _send(self, url: SplitResult, headers: dict[str, str]) -> http.client.HTTPResponse:
         connection = self._connection(url)
@@ -282,6 +284,6 @@ class Transport:
 
     def close(self) -> None:
         with self._lock:
-            connections, self._all = self._all, []
+            connections, self._all = self._all, set()
         for connection in connections:
             connection.close()
