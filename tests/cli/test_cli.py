@@ -299,18 +299,15 @@ def store_front(monkeypatch, send):
 
     def answer(handler):
         seen.append((handler.client_address[1], handler.headers.get("Range")))
-        upstream = http.client.HTTPConnection(store.hostname or "", store.port, timeout=30)
-        headers = {k: v for k, v in handler.headers.items() if k.lower() != "host"}
-        headers["Host"] = store.netloc  # the presigned URL signs the store's host
-        upstream.request("GET", handler.path, headers=headers)
-        reply = upstream.getresponse()
-        body = reply.read()
-        upstream.close()
-        handler.send_response(reply.status)
-        for name, value in reply.getheaders():
-            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                handler.send_header(name, value)
-        send(handler, reply, body)
+        # The presigned URL signs the store's host.
+        _relay(
+            handler,
+            store.hostname or "",
+            store.port,
+            handler.path,
+            host_header=store.netloc,
+            send=send,
+        )
 
     with serving(answer) as url:
         real_url = download_module.Downloader._url
@@ -600,21 +597,24 @@ def test_open_files_download_anonymously_via_the_console_script(release, live_se
     assert "signature verified" in result.stderr
 
 
-def _relay(handler, host, port, target):
-    """Send the handler's GET on to host:port and its answer back."""
+def _relay(handler, host, port, target, *, host_header=None, send=None):
+    """Send the handler's GET on to host:port (with `host_header` as its Host, if given) and its
+    answer back, through `send(handler, answer, body)` when given (to pass on or mangle the
+    body), the status and headers already sent."""
     upstream = http.client.HTTPConnection(host, port, timeout=30)
     headers = {k: v for k, v in handler.headers.items() if k.lower() != "proxy-connection"}
+    if host_header is not None:
+        headers = {k: v for k, v in headers.items() if k.lower() != "host"}
+        headers["Host"] = host_header
     upstream.request("GET", target, headers=headers)
     answer = upstream.getresponse()
     body = answer.read()
+    upstream.close()
     handler.send_response(answer.status)
     for name, value in answer.getheaders():
         if name.lower() not in ("transfer-encoding", "connection", "content-length"):
             handler.send_header(name, value)
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body)
-    upstream.close()
+    (send or _as_is)(handler, answer, body)
 
 
 @contextlib.contextmanager
